@@ -1,0 +1,92 @@
+"""Every loss: value against a direct formula, gradient against finite differences."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from scratchae import backend as B
+from scratchae import losses
+from scratchae.gradcheck import check_function
+from scratchae.module import InputError
+from scratchae.testing import arrays_on, batch_shapes
+
+
+@given(data=st.data(), shape=batch_shapes())
+def test_mse(device, data, shape):
+    pred = data.draw(arrays_on(device, shape))
+    target = data.draw(arrays_on(device, shape))
+    value, _ = losses.mse(pred, target)
+    p, t = B.to_numpy(pred), B.to_numpy(target)
+    assert abs(B.to_scalar(value) - ((p - t) ** 2).sum() / shape[0]) < 1e-10
+    assert check_function(losses.mse, pred, target).passed
+
+
+@given(data=st.data(), shape=batch_shapes())
+def test_bce_with_logits(device, data, shape):
+    logits = data.draw(arrays_on(device, shape, low=-6, high=6))
+    target = data.draw(arrays_on(device, shape, low=0, high=1))
+    value, _ = losses.bce_with_logits(logits, target)
+    l, t = B.to_numpy(logits), B.to_numpy(target)
+    p = 1 / (1 + np.exp(-l))
+    direct = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum() / shape[0]
+    assert abs(B.to_scalar(value) - direct) < 1e-9 * (1 + abs(direct))
+    rep = check_function(losses.bce_with_logits, logits, target)
+    assert rep.passed, str(rep)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_exact_at_huge_logits(device, dtype):
+    logits = device.asarray([[1e4, -1e4, 1e4, -1e4]], dtype)
+    target = device.asarray([[1.0, 0.0, 0.0, 1.0]], dtype)
+    value, dl = losses.bce_with_logits(logits, target)
+    assert B.to_scalar(value) == 2e4                       # two confidently wrong pixels
+    assert list(B.to_numpy(dl)[0]) == [0.0, 0.0, 1.0, -1.0]
+
+
+@given(data=st.data(), shape=batch_shapes())
+def test_gaussian_nll(device, data, shape):
+    x = data.draw(arrays_on(device, shape))
+    mean = data.draw(arrays_on(device, shape))
+    logvar = data.draw(arrays_on(device, shape, low=-2, high=2))
+    value, _, _ = losses.gaussian_nll(x, mean, logvar)
+    xh, mh, lh = B.to_numpy(x), B.to_numpy(mean), B.to_numpy(logvar)
+    sd = np.exp(0.5 * lh)
+    direct = -(-0.5 * np.log(2 * np.pi) - np.log(sd) - 0.5 * ((xh - mh) / sd) ** 2).sum() / shape[0]
+    assert abs(B.to_scalar(value) - direct) < 1e-9 * (1 + abs(direct))
+    assert check_function(losses.gaussian_nll, x, mean, logvar, wrt=(1, 2)).passed
+
+
+@given(data=st.data(), shape=batch_shapes(min_features=2))
+def test_softmax_cross_entropy(device, data, shape):
+    logits = data.draw(arrays_on(device, shape))
+    labels_host = np.asarray(data.draw(st.lists(st.integers(0, shape[1] - 1), min_size=shape[0], max_size=shape[0])))
+    labels = device.asarray(labels_host, "int64")
+    value, _ = losses.softmax_cross_entropy(logits, labels)
+    l = B.to_numpy(logits)
+    lp = l - np.log(np.exp(l).sum(1, keepdims=True))
+    assert abs(B.to_scalar(value) + lp[np.arange(shape[0]), labels_host].sum() / shape[0]) < 1e-10
+    assert check_function(losses.softmax_cross_entropy, logits, labels).passed
+    probs = device.asarray(np.eye(shape[1])[labels_host], "float64")
+    v2, _ = losses.softmax_cross_entropy(logits, probs)
+    assert abs(B.to_scalar(v2) - B.to_scalar(value)) < 1e-12
+
+
+def test_logsumexp_and_log_mean_exp_are_stable(device):
+    a = device.asarray([[1000.0, 1000.0], [-1000.0, -1000.0], [-math.inf, -math.inf]], "float64")
+    lse = B.to_numpy(losses.logsumexp(a, axis=1))
+    assert abs(lse[0] - (1000 + math.log(2))) < 1e-12
+    assert abs(lse[1] - (-1000 + math.log(2))) < 1e-12
+    assert lse[2] == -math.inf
+    lme = B.to_numpy(losses.log_mean_exp(a, axis=1))
+    assert abs(lme[0] - 1000.0) < 1e-12
+
+
+def test_losses_refuse_broadcasting(device):
+    a = device.zeros((4, 3))
+    b = device.zeros((1, 3))
+    for fn in (losses.mse, losses.bce_with_logits):
+        with pytest.raises(InputError, match=r"\(4, 3\).*\(1, 3\)"):
+            fn(a, b)
+    with pytest.raises(InputError, match="shapes differ"):
+        losses.gaussian_nll(a, a, b)
