@@ -283,6 +283,15 @@ class Generator:
             return self._rng.permutation(n)
         return self._rng.permutation(n).get()
 
+    def host_generator(self):
+        """The NumPy generator for host-side draws (the same stream on CPU; a separate,
+        seeded one beside a CuPy generator)."""
+        if self._host:
+            return self._rng
+        if not hasattr(self, "_host_rng"):
+            self._host_rng = _np.random.default_rng(self.seed)
+        return self._host_rng
+
     def host_uniform(self, shape):
         """Uniform draws on the host, for host-side decisions (data shuffling, choices)."""
         if self._host:

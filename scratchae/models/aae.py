@@ -1,0 +1,210 @@
+"""The adversarial autoencoder (Makhzani et al. 2016). Derivations: ``docs/aae.md``."""
+from __future__ import annotations
+
+from .. import backend as B
+from .. import losses
+from ..module import Module
+from ..stochastic import make_prior
+from .base import AutoencoderBase, Objective, decoded_mean, likelihood_width, mlp, reconstruction
+
+__all__ = ["AdversarialAutoencoder"]
+
+
+class AdversarialAutoencoder(AutoencoderBase):
+    r"""Deterministic autoencoder whose codes are pushed onto a prior by a discriminator.
+
+    Each minibatch runs three phases, each with its own optimizer:
+
+    1. **reconstruction** (encoder + decoder): ``L_rec = -log p(x | g(f(x)))``.
+    2. **discriminator** D on ``[prior samples; codes]`` with targets ``[1; 0]``::
+
+           L_D = (1/2N) sum bce(D([z_p; f(x)]), [1; 0])
+
+       Backward: ``dlogits = (sigmoid(logits) - t) / 2N``; ``D.backward(dlogits)``;
+       the codes are constants here (the encoder is not updated).
+    3. **generator** (the encoder), non-saturating: ``L_G = (1/N) sum bce(D(f(x)), 1)``.
+       Backward goes *through* the discriminator, whose parameters are not updated::
+
+           dlogits = (sigmoid(D(f(x))) - 1) / N
+           dcode   = D.backward(dlogits)        (D's grads are touched but never stepped)
+           dx      = encoder.backward(dcode)
+
+    With ``supervised=True`` (the paper's label-conditioned variant) D also sees the
+    one-hot label, and prior samples are drawn from the label's mixture component.
+
+    References
+    ----------
+    A. Makhzani, J. Shlens, N. Jaitly, I. Goodfellow, B. Frey. Adversarial Autoencoders.
+    ICLR workshop 2016 (arXiv:1511.05644).
+    """
+
+    kind = "aae"
+
+    def __init__(self, sizes=(784, 1000, 1000, 2), activation="relu", likelihood="bernoulli",
+                 disc_sizes=(1000, 1000), prior="mixture", supervised=False, n_classes=10,
+                 rng=None, dtype="float32"):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        self.config = {"kind": self.kind, "input_dim": sizes[0], "sizes": sizes,
+                       "activation": activation, "likelihood": likelihood,
+                       "disc_sizes": [int(s) for s in disc_sizes], "prior": prior,
+                       "supervised": bool(supervised), "n_classes": int(n_classes), "dtype": dtype}
+        self.likelihood, self.rng = likelihood, rng
+        self.latent_dim = sizes[-1]
+        self.prior = make_prior(prior, sizes[-1])
+        self.supervised, self.n_classes = bool(supervised), int(n_classes)
+        self.encoder = mlp(sizes, activation, rng, dtype)
+        dec_sizes = sizes[::-1]
+        dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
+        self.decoder = mlp(dec_sizes, activation, rng, dtype)
+        d_in = sizes[-1] + (self.n_classes if supervised else 0)
+        self.discriminator = mlp([d_in, *disc_sizes, 1], activation, rng, dtype)
+
+    def configure_optimizers(self, name="adam", lr=1e-3, disc_lr=None, gen_lr=None, **kw):
+        from ..optim import make_optimizer
+        pair = _Pair(self.encoder, self.decoder)  # not registered: a view for one optimizer
+        self.optimizers = {
+            "autoencoder": make_optimizer(name, pair, lr=lr, **kw),
+            "discriminator": make_optimizer(name, self.discriminator, lr=disc_lr or lr, **kw),
+            "generator": make_optimizer(name, self.encoder, lr=gen_lr or lr, **kw),
+        }
+        return self
+
+    # --- helpers -------------------------------------------------------------------------
+    def _disc_input(self, z, labels):
+        if not self.supervised:
+            return z
+        if labels is None:
+            raise ValueError("supervised AAE: pass labels")
+        xp = B.namespace(z)
+        classes = xp.arange(self.n_classes, device=B.device_of(z))
+        onehot = xp.astype(labels[:, None] == classes[None, :], z.dtype)
+        return xp.concat([z, onehot], axis=1)
+
+    # --- phase 1: reconstruction -----------------------------------------------------------
+    def loss(self, x, y=None):
+        """Reconstruction phase: terms {"recon", "loss"} and dL/d(decoder output)."""
+        self.check_batch(x)
+        code = self.encoder(x)
+        out = self.decoder(code)
+        recon, dout = reconstruction(out, x, self.likelihood)
+        return Objective(recon, {"recon": recon, "loss": recon}, {"out": dout}, {"code": code, "out": out})
+
+    def backward(self, obj):
+        return self.encoder.backward(self.decoder.backward(obj.grads["out"]))
+
+    # --- phase 2: discriminator ------------------------------------------------------------
+    def discriminator_loss(self, x, z_prior=None, labels=None):
+        """D on [prior samples; codes] with targets [1; 0]. Codes are constants here."""
+        self.check_batch(x)
+        xp = B.namespace(x)
+        n = x.shape[0]
+        code = self.encoder(x)
+        self.encoder.clear_cache()          # the encoder is not trained in this phase
+        if z_prior is None:
+            z_prior = self.prior.sample(n, self.rng, labels, B.dtype_name(code.dtype))
+        lab2 = None if labels is None else xp.concat([labels, labels])
+        inp = self._disc_input(xp.concat([z_prior, code], axis=0), lab2)
+        logits = self.discriminator(inp)
+        ones = xp.ones((n, 1), dtype=logits.dtype, device=B.device_of(logits))
+        target = xp.concat([ones, 0.0 * ones], axis=0)
+        value, dlogits = losses.bce_with_logits(logits, target)
+        return Objective(value, {"disc": value}, {"logits": dlogits}, {"logits": logits})
+
+    def backward_discriminator(self, obj):
+        self.discriminator.backward(obj.grads["logits"])
+
+    # --- phase 3: generator (the encoder, through D) ----------------------------------------
+    def generator_loss(self, x, labels=None):
+        """Non-saturating generator loss ``bce(D(f(x)), 1)``."""
+        self.check_batch(x)
+        xp = B.namespace(x)
+        code = self.encoder(x)
+        logits = self.discriminator(self._disc_input(code, labels))
+        ones = xp.ones(tuple(logits.shape), dtype=logits.dtype, device=B.device_of(logits))
+        value, dlogits = losses.bce_with_logits(logits, ones)
+        return Objective(value, {"gen": value}, {"logits": dlogits}, {"code": code, "logits": logits})
+
+    def backward_generator(self, obj):
+        dcode = self.discriminator.backward(obj.grads["logits"])
+        if self.supervised:
+            dcode = dcode[:, :self.latent_dim]      # no gradient to the (constant) label one-hot
+        return self.encoder.backward(dcode)
+
+    # --- one minibatch: the paper's three phases --------------------------------------------
+    def train_step(self, x, y=None):
+        labels = y if self.supervised else None
+        opt = self.optimizers
+        opt["autoencoder"].zero_grad()
+        rec = self.loss(x)
+        self.backward(rec)
+        opt["autoencoder"].step()
+
+        opt["discriminator"].zero_grad()
+        dis = self.discriminator_loss(x, labels=labels)
+        self.backward_discriminator(dis)
+        opt["discriminator"].step()
+
+        opt["generator"].zero_grad()
+        gen = self.generator_loss(x, labels=labels)
+        self.backward_generator(gen)
+        opt["generator"].step()
+        return {"recon": rec.value, "disc": dis.value, "gen": gen.value, "loss": rec.value}
+
+    def eval_terms(self, x, y=None):
+        was = self.training
+        self.eval()
+        try:
+            labels = y if self.supervised else None
+            terms = dict(self.loss(x).terms)
+            terms["disc"] = self.discriminator_loss(x, labels=labels).value
+            terms["gen"] = self.generator_loss(x, labels=labels).value
+            return terms
+        finally:
+            self.train(was)
+
+    # --- using a trained model ---------------------------------------------------------------
+    def _eval(self, part, x):
+        was = self.training
+        self.eval()
+        try:
+            return part(x)
+        finally:
+            self.train(was)
+
+    def encode(self, x):
+        return self._eval(self.encoder, x)
+
+    def decode(self, z):
+        return decoded_mean(self._eval(self.decoder, z), self.likelihood, self.config["input_dim"])
+
+    def reconstruct(self, x):
+        return self.decode(self.encode(x))
+
+    def sample(self, n, rng=None, labels=None):
+        """Decode n prior samples."""
+        rng = rng or self.rng
+        dt = B.dtype_name(self.decoder[0].params["W"].dtype)
+        return self.decode(self.prior.sample(n, rng, labels, dt))
+
+    def discriminator_accuracy(self, x, labels=None, rng=None):
+        """Fraction of [prior samples; codes] D classifies right (0.5: codes look like the prior)."""
+        rng = rng or self.rng
+        xp = B.namespace(x)
+        code = self.encode(x)
+        n = code.shape[0]
+        zp = self.prior.sample(n, rng, labels, B.dtype_name(code.dtype))
+        lab2 = None if labels is None else xp.concat([labels, labels])
+        logits = self._eval(self.discriminator, self._disc_input(xp.concat([zp, code], axis=0), lab2))
+        right = xp.sum(xp.astype(logits[:n] > 0, code.dtype)) + xp.sum(xp.astype(logits[n:] <= 0, code.dtype))
+        return right / (2 * n)
+
+
+class _Pair(Module):
+    """Encoder and decoder as one Module, so one optimizer updates both (names "encoder.*",
+    "decoder.*" as in the full model)."""
+
+    def __init__(self, encoder, decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder

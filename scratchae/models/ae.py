@@ -1,0 +1,105 @@
+"""The plain autoencoder ``x -> code = f(x) -> out = g(code)``, optionally with tied weights
+and an L1 sparsity penalty on the code. Derivations: ``docs/autoencoders.md``."""
+from __future__ import annotations
+
+from .. import backend as B
+from ..layers import ACTIVATIONS, Linear, Sequential, TiedLinear
+from .base import AutoencoderBase, Objective, decoded_mean, likelihood_width, mlp, reconstruction
+
+__all__ = ["Autoencoder"]
+
+
+class Autoencoder(AutoencoderBase):
+    r"""Autoencoder with an MLP encoder and decoder.
+
+    Objective per batch (sum over features, mean over the batch)::
+
+        L = -log p(x | g(f(x))) + sparsity * (1/N) sum |code|
+
+    Backward, with dout = dL/dout from the likelihood::
+
+        dcode  = decoder.backward(dout)
+        dcode += sparsity * sign(code) / N        (if sparsity > 0)
+        dx     = encoder.backward(dcode)
+
+    Parameters
+    ----------
+    sizes : list of int
+        Encoder widths, input first, code last, e.g. ``[784, 256, 32]``. The decoder
+        mirrors them (its last layer outputs what the likelihood needs).
+    tied : bool
+        Decoder weights are the encoder's transposed (``TiedLinear``); needs
+        likelihood "bernoulli" or "mse" (the output width must equal the input's).
+    """
+
+    kind = "ae"
+
+    def __init__(self, sizes=(784, 256, 32), activation="relu", likelihood="bernoulli",
+                 tied=False, sparsity=0.0, rng=None, dtype="float32"):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        self.config = {"kind": self.kind, "input_dim": sizes[0], "sizes": sizes,
+                       "activation": activation, "likelihood": likelihood, "tied": bool(tied),
+                       "sparsity": float(sparsity), "dtype": dtype}
+        self.likelihood, self.sparsity = likelihood, float(sparsity)
+        self.encoder = mlp(sizes, activation, rng, dtype)
+        if tied:
+            if likelihood_width(likelihood, sizes[0]) != sizes[0]:
+                raise ValueError("tied weights need an output as wide as the input (bernoulli or mse)")
+            linears = [l for l in self.encoder if isinstance(l, Linear)]
+            layers = []
+            for i, lin in enumerate(reversed(linears)):
+                layers.append(TiedLinear(lin, dtype))
+                if i < len(linears) - 1:
+                    layers.append(ACTIVATIONS[activation]())
+            self.decoder = Sequential(*layers)
+        else:
+            dec_sizes = sizes[::-1]
+            dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
+            self.decoder = mlp(dec_sizes, activation, rng, dtype)
+
+    def encode(self, x):
+        """Codes of x (eval mode: no cache, no noise)."""
+        return _eval_forward(self, self.encoder, x)
+
+    def decode(self, code):
+        """Expected reconstruction (pixel means) from codes."""
+        out = _eval_forward(self, self.decoder, code)
+        return decoded_mean(out, self.likelihood, self.config["input_dim"])
+
+    def reconstruct(self, x):
+        return self.decode(self.encode(x))
+
+    def loss(self, x, x_in=None):
+        """Forward-only: terms and dL/d(outputs). ``x_in``: the encoder's input if not x (DAE)."""
+        self.check_batch(x)
+        code = self.encoder(x if x_in is None else x_in)
+        out = self.decoder(code)
+        recon, dout = reconstruction(out, x, self.likelihood)
+        terms = {"recon": recon}
+        grads = {"out": dout}
+        value = recon
+        if self.sparsity > 0:
+            xp = B.namespace(code)
+            n = code.shape[0]
+            l1 = self.sparsity * xp.sum(xp.abs(code)) / n
+            terms["l1"] = l1
+            grads["code"] = (self.sparsity / n) * xp.sign(code)
+            value = value + l1
+        terms["loss"] = value
+        return Objective(value, terms, grads, {"code": code, "out": out})
+
+    def backward(self, obj):
+        dcode = self.decoder.backward(obj.grads["out"])
+        if "code" in obj.grads:
+            dcode = dcode + obj.grads["code"]
+        return self.encoder.backward(dcode)
+
+
+def _eval_forward(model, part, x):
+    was = model.training
+    model.eval()
+    try:
+        return part(x)
+    finally:
+        model.train(was)

@@ -1,0 +1,129 @@
+"""What every autoencoder shares: the MLP builder, reconstruction likelihoods, batch checks,
+and the :class:`Objective` that ``loss`` returns and ``backward`` consumes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import backend as B
+from .. import losses
+from ..layers import ACTIVATIONS, Linear
+from ..module import InputError, Module, Sequential
+
+__all__ = ["Objective", "mlp", "LIKELIHOODS", "reconstruction", "likelihood_width", "AutoencoderBase"]
+
+
+@dataclass
+class Objective:
+    """A forward pass's result: the scalar to minimise, its named terms, and the
+    gradients of the scalar with respect to the model's outputs (for ``backward``)."""
+    value: Any
+    terms: dict
+    grads: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+
+def mlp(sizes, activation="relu", rng=None, dtype="float32", init="uniform") -> Sequential:
+    """``Linear(s0, s1), act, Linear(s1, s2), act, ..., Linear(s_{k-1}, s_k)`` (no final activation)."""
+    if len(sizes) < 2:
+        raise ValueError(f"mlp needs at least an input and an output size, got {sizes}")
+    act = ACTIVATIONS[activation]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(a, b, rng, init=init, dtype=dtype))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return Sequential(*layers)
+
+
+#: "bernoulli": decoder outputs logits (D,); -log p(x|z) = softplus(l) - x*l, x in [0, 1].
+#: "gaussian": decoder outputs mean and log-variance (2D,); -log N(x; mean, exp(logvar)).
+#: "mse": decoder outputs x_hat (D,); squared error (not a likelihood: reported as is).
+LIKELIHOODS = ("bernoulli", "gaussian", "mse")
+
+
+def likelihood_width(likelihood: str, d: int) -> int:
+    """How many numbers the decoder outputs per example for ``likelihood``."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; use one of {LIKELIHOODS}")
+    return 2 * d if likelihood == "gaussian" else d
+
+
+def reconstruction(out, x, likelihood: str):
+    r"""``(value, dout)``: -log p(x | decoder output), summed over features, mean over batch.
+
+    For "gaussian" the output is ``[mean | logvar]`` along features and
+    ``dout = [dmean | dlogvar]``.
+    """
+    if likelihood == "bernoulli":
+        return losses.bce_with_logits(out, x)
+    if likelihood == "mse":
+        return losses.mse(out, x)
+    xp = B.namespace(out)
+    d = x.shape[1]
+    value, dmean, dlogvar = losses.gaussian_nll(x, out[:, :d], out[:, d:])
+    return value, xp.concat([dmean, dlogvar], axis=1)
+
+
+def decoded_mean(out, likelihood: str, d: int):
+    """The reconstruction's expected value: sigmoid(logits), the Gaussian mean, or x_hat."""
+    from ..layers import sigmoid
+    if likelihood == "bernoulli":
+        return sigmoid(out)
+    if likelihood == "gaussian":
+        return out[:, :d]
+    return out
+
+
+class AutoencoderBase(Module):
+    """Shared plumbing: batch validation, train steps over named optimizers, configs."""
+
+    kind = "base"
+
+    def __init__(self):
+        super().__init__()
+        self.optimizers = {}
+        self.check_values = True  # NaN/Inf check of each batch (fit checks the data once, then turns it off)
+
+    def check_batch(self, x, name="x"):
+        """Refuse a batch of the wrong width, dtype or device, or with NaN/Inf, naming the model."""
+        d = self.config["input_dim"]
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 2 or shape[1] != d:
+            raise InputError(f"{type(self).__name__}: {name} has shape {shape}, expected (N, {d}) "
+                             "(flatten images to rows first)")
+        ref = next(iter(self.named_parameters()))[1]
+        dt = B.dtype_name(x.dtype)
+        if dt != B.dtype_name(ref.dtype):
+            raise InputError(f"{type(self).__name__}: {name} has dtype {dt}, the model is "
+                             f"{B.dtype_name(ref.dtype)}; convert the batch (x.astype(...)) or the model (.to(dtype=...))")
+        if B.device_of(x) != B.device_of(ref):
+            raise InputError(f"{type(self).__name__}: {name} is on {B.device_of(x)}, the model on {B.device_of(ref)}")
+        if self.check_values:
+            xp = B.namespace(x)
+            if not bool(xp.all(xp.isfinite(x))):
+                raise InputError(f"{type(self).__name__}: {name} of shape {shape} contains NaN or Inf")
+
+    def configure_optimizers(self, name="adam", lr=1e-3, **kw):
+        """Create the optimizer(s) a train step uses (one for AE/DAE/VAE; three for the AAE)."""
+        from ..optim import make_optimizer
+        self.optimizers = {"model": make_optimizer(name, self, lr=lr, **kw)}
+        return self
+
+    def train_step(self, x, y=None):
+        """zero_grad, loss, backward, step. Returns the terms (0-d arrays: no host sync)."""
+        opt = self.optimizers["model"]
+        opt.zero_grad()
+        obj = self.loss(x)
+        self.backward(obj)
+        opt.step()
+        return obj.terms
+
+    def eval_terms(self, x, y=None):
+        """Loss terms on a batch without training (eval mode, no cache)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.loss(x).terms
+        finally:
+            self.train(was)
