@@ -226,7 +226,8 @@ class Module:
             cur = d[k]
             if tuple(value.shape) != tuple(cur.shape):
                 raise InputError(f"{self.label}: '{name}' has shape {tuple(value.shape)}, expected {tuple(cur.shape)}")
-            d[k] = B.resolve(cur).asarray(B.to_numpy(value), B.dtype_name(cur.dtype))
+            host = B.host.array(B.to_numpy(value), copy=True)  # never alias the caller's arrays
+            d[k] = B.resolve(cur).asarray(host, B.dtype_name(cur.dtype))
 
     # --- input validation (cheap: metadata only) --------------------------------
     def check_dy(self, dy, shape, name="dy"):
