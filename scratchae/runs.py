@@ -40,13 +40,13 @@ def load_run(path, device="cpu", dtype=None):
         cfg = dict(meta["model"])
         settings = meta.get("settings", {})
         seed = int(settings.get("seed", 0))
-        rngs = {}
-        for name, state in meta["rngs"].items():
-            rngs[name] = B.Generator(seed, device=device)
-            rngs[name].set_state(state)
+        rngs = {name: B.Generator(seed, device=device) for name in meta["rngs"]}
         if dtype is not None:
             cfg["dtype"] = dtype
         model = build_model(cfg, rngs.get("model", B.Generator(seed, device=device)))
+        # restore the streams only now: building the model drew its initial weights
+        for name, state in meta["rngs"].items():
+            rngs[name].set_state(state)
         model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
         optim = meta.get("optimizers", {})
         if optim:

@@ -1,0 +1,147 @@
+"""The scratchae command, run as a user would: subprocesses in an empty HOME, no network."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchae import backend as B
+from scratchae import cli
+
+SMALL = ["--epochs", "1", "--limit", "512", "--hidden", "32", "--quiet"]
+
+
+def run(args, tmp_path, check=True):
+    env = {k: v for k, v in os.environ.items() if k != "SCRATCHAE_DATA"}
+    env["HOME"] = str(tmp_path / "home")
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run([sys.executable, "-m", "scratchae.cli", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    proc = run(["train", "vae", "--out", "run", "--latent-dim", "2", *SMALL], tmp)
+    return tmp, proc
+
+
+def test_train_writes_checkpoint_metrics_and_figures(vae_run):
+    tmp, proc = vae_run
+    out = tmp / "run"
+    assert (out / "checkpoint.npz").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    epoch = metrics["epochs"][0]
+    for key in ("train_loss", "test_loss", "test_recon", "test_kl", "seconds"):
+        assert np.isfinite(epoch[key]), key
+    for png in ("loss_curves.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png"):
+        assert (out / png).stat().st_size > 1000, png
+
+
+def test_fallback_to_bundled_subset_says_so_in_one_line(tmp_path):
+    proc = run(["train", "ae", "--out", "r", "--epochs", "1", "--limit", "256", "--hidden", "16",
+                "--no-figures"], tmp_path)
+    lines = [l for l in proc.stderr.splitlines() if "using the bundled subset" in l]
+    assert len(lines) == 1, proc.stderr
+
+
+def test_evaluate_and_sample(vae_run):
+    tmp, _ = vae_run
+    proc = run(["evaluate", "run/checkpoint.npz", "--iwae-k", "20", "--iwae-examples", "20",
+                "--probe-epochs", "1", "--json", "eval.json"], tmp)
+    result = json.loads((tmp / "eval.json").read_text())
+    assert result["model"] == "vae"
+    assert np.isfinite(result["test"]["loss"])
+    # IWAE_20 bounds log p(x) at least as tightly as the ELBO (on the same examples, up to noise)
+    assert result["test_iwae_20_nll"] < result["test"]["loss"] + 5.0
+    assert 0.0 <= result["linear_probe_accuracy"] <= 1.0
+    proc = run(["sample", "run/checkpoint.npz", "--n", "16", "--out", "s.png"], tmp)
+    assert (tmp / "s.png").stat().st_size > 500
+
+
+def test_pickled_npz_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    np.savez(tmp_path / "evil.npz", x=np.array([Evil()], dtype=object))
+    proc = run(["evaluate", "evil.npz"], tmp_path, check=False)
+    assert proc.returncode == 2
+    assert not marker.exists()
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "pickle" in proc.stderr
+
+
+def test_corrupted_checkpoint_is_refused_in_one_line(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    proc = run(["sample", "bad.npz"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(B.cuda_available(), reason="a GPU is present: --device cuda works here")
+def test_cuda_without_cupy_is_one_clear_line(tmp_path):
+    proc = run(["train", "vae", "--device", "cuda", "--out", "r"], tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and ("cupy" in err[0].lower() or "gpu" in err[0].lower())
+
+
+@pytest.mark.parametrize("kind", ["ae", "dae", "aae"])
+def test_train_other_models(kind, tmp_path):
+    extra = ["--latent-dim", "2"] if kind == "aae" else []
+    run(["train", kind, "--out", "r", *SMALL, *extra], tmp_path)
+    assert (tmp_path / "r" / "checkpoint.npz").is_file()
+    assert (tmp_path / "r" / "reconstructions.png").is_file()
+    if kind == "aae":
+        assert (tmp_path / "r" / "latent.png").is_file()
+
+
+def _history(path):
+    return [{k: v for k, v in e.items() if k != "seconds"}
+            for e in json.loads(pathlib.Path(path).read_text())["epochs"]]
+
+
+@pytest.mark.parametrize("kind", ["vae", "aae"])
+def test_resume_gives_the_same_history_as_an_uninterrupted_run(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SCRATCHAE_DATA", raising=False)
+    common = ["--limit", "300", "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"]
+    assert cli.main(["train", kind, "--epochs", "2", "--out", "full", *common]) == 0
+    assert cli.main(["train", kind, "--epochs", "1", "--out", "half", *common]) == 0
+    assert cli.main(["train", kind, "--epochs", "1", "--out", "resumed",
+                     "--resume", "half/checkpoint.npz", *common]) == 0
+    full, resumed = _history("full/metrics.json"), _history("resumed/metrics.json")
+    assert len(full) == len(resumed) == 2
+    assert full == resumed                                    # bitwise, on NumPy
+    a = np.load("full/checkpoint.npz")
+    b = np.load("resumed/checkpoint.npz")
+    keys = [k for k in a.files if k.startswith("model/")]
+    assert keys and all(np.array_equal(a[k], b[k]) for k in keys)
+
+
+def test_gradcheck_command_builtin_and_user_layer(tmp_path):
+    proc = run(["gradcheck"], tmp_path)
+    assert "all passed" in proc.stdout and "BatchNorm1d" in proc.stdout
+    (tmp_path / "mylayer.py").write_text(
+        "from scratchae import Module\n"
+        "class Cube(Module):\n"
+        "    def forward(self, x):\n"
+        "        self.save_cache(x)\n"
+        "        return x * x * x\n"
+        "    def backward(self, dy):\n"
+        "        x = self.pop_cache()\n"
+        "        return dy * 2 * x * x   # wrong: should be 3 x^2\n")
+    proc = run(["gradcheck", "mylayer:Cube"], tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "0.666667 x numerical" in proc.stdout
