@@ -151,7 +151,12 @@ def resolve(device="cpu") -> Backend:
         import array_api_strict as xps
         dev_name = name.split(":", 1)[1] if ":" in name else "CPU_DEVICE"
         dev_name = {"cpu_device": "CPU_DEVICE"}.get(dev_name, dev_name)
-        return Backend(f"array_api_strict:{dev_name}", xps, xps.Device(dev_name))
+        try:
+            dev = xps.Device(dev_name)
+        except ValueError:
+            raise DeviceError(f"unknown array_api_strict device {dev_name!r}: use "
+                              "'array_api_strict' or 'array_api_strict:device1'") from None
+        return Backend(f"array_api_strict:{dev_name}", xps, dev)
     raise DeviceError(
         f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' "
         "(or 'array_api_strict[:device1]' for tests)"

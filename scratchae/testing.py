@@ -2,7 +2,7 @@
 
 Check your own layer against finite differences over many random shapes and values::
 
-    from hypothesis import given, settings
+    from hypothesis import given, settings, strategies as st
     from scratchae.testing import batch_shapes, arrays_on
     from scratchae.gradcheck import check_layer
 

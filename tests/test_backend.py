@@ -1,0 +1,300 @@
+"""Backends: device names, the seeded Generator, host transfer, fast paths, lazy imports."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchae import backend as B
+from scratchae import losses
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+#: name in FAST_PATHS -> the portable array-API twin it must agree with (the inputs and the
+#: comparison for each are registered in FAST_PATH_TESTS below)
+PORTABLE_TWINS = {"bce_terms": losses.bce_terms}
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+def test_resolve_names():
+    cpu = B.resolve("cpu")
+    assert cpu.name == "cpu" and cpu.device == "cpu" and str(cpu) == "cpu"
+    assert B.resolve(" CPU ") == cpu
+    assert B.resolve(cpu) is cpu
+    d1 = B.resolve("array_api_strict:device1")
+    assert d1.name == "array_api_strict:device1"
+    import array_api_strict as xps
+    assert d1.xp is xps and d1.device == xps.Device("device1")
+    strict = B.resolve("array_api_strict")
+    assert strict.name == "array_api_strict:CPU_DEVICE" and strict.device == xps.Device("CPU_DEVICE")
+    assert B.resolve("array_api_strict:CPU_DEVICE") == strict
+
+
+@pytest.mark.parametrize("name", ["cpu", "array_api_strict", "array_api_strict:device1"])
+def test_resolve_an_array_gives_its_backend(name):
+    be = B.resolve(name)
+    a = be.zeros((2, 3))
+    assert B.resolve(a) == be
+    assert B.device_of(a) == be.device
+
+
+@pytest.mark.parametrize("bad", ["tpu", "gpu0", "", "numpy"])
+def test_bad_names_raise_device_error(bad):
+    with pytest.raises(B.DeviceError, match=r"unknown device .*use 'cpu', 'cuda', 'cuda:N'"):
+        B.resolve(bad)
+
+
+def test_bad_cuda_index_is_a_device_error():
+    with pytest.raises(B.DeviceError, match="cuda:N"):
+        B.resolve("cuda:x")
+
+
+def test_bad_strict_device_is_a_device_error():
+    with pytest.raises(B.DeviceError, match="device1"):
+        B.resolve("array_api_strict:device7")
+
+
+def _cupy_importable():
+    try:
+        import cupy  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(B.cuda_available(), reason="a GPU is present: 'cuda' resolves")
+def test_cuda_without_cupy_or_gpu_says_what_to_do():
+    with pytest.raises(B.DeviceError) as err:
+        B.resolve("cuda")
+    msg = str(err.value)
+    if _cupy_importable():
+        assert "no CUDA GPU is visible" in msg and "--device cpu" in msg
+    else:
+        assert "pip install" in msg and "scratchae[cuda12]" in msg and "CuPy" in msg
+    assert not B.cuda_available()          # never raises
+
+
+# --- Generator -------------------------------------------------------------------------------
+
+def test_same_seed_same_numbers(device):
+    a, b = B.Generator(42, device=device), B.Generator(42, device=device)
+    for draw in (lambda g: g.normal((3, 4), "float64"), lambda g: g.uniform((5,), -2.0, 3.0, "float64"),
+                 lambda g: g.bernoulli((7,), 0.3, "float64")):
+        np.testing.assert_array_equal(B.to_numpy(draw(a)), B.to_numpy(draw(b)))
+    c = B.Generator(43, device=device)
+    assert not np.array_equal(B.to_numpy(c.normal((3, 4), "float64")),
+                              B.to_numpy(B.Generator(42, device=device).normal((3, 4), "float64")))
+
+
+@pytest.mark.parametrize("seed", [None, 1.5, "3", np.float64(2.0)])
+def test_generator_needs_an_explicit_integer_seed(seed):
+    with pytest.raises(TypeError, match="explicit integer seed"):
+        B.Generator(seed)
+
+
+def test_numpy_integer_seed_is_accepted():
+    assert B.Generator(np.int64(5)).seed == 5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_draws_land_on_the_requested_device_and_dtype(device, dtype):
+    g = B.Generator(0, device=device)
+    for a in (g.normal((2, 3), dtype), g.normal((2, 3), dtype, mean=1.0, std=2.0),
+              g.uniform((4,), dtype=dtype), g.uniform((4,), -1.0, 1.0, dtype),
+              g.bernoulli((2, 2), 0.5, dtype)):
+        assert B.device_of(a) == device.device
+        assert B.dtype_name(a.dtype) == dtype
+        assert B.resolve(a) == device
+    ints = g.integers(0, 10, (5,))
+    assert B.device_of(ints) == device.device and B.dtype_name(ints.dtype) == "int64"
+    assert np.all((B.to_numpy(ints) >= 0) & (B.to_numpy(ints) < 10))
+    perm = g.permutation(6)
+    assert isinstance(perm, np.ndarray) and sorted(perm) == list(range(6))
+
+
+def test_uniform_bounds_and_normal_moments(device):
+    g = B.Generator(1, device=device)
+    u = B.to_numpy(g.uniform((20000,), -2.0, 3.0, "float64"))
+    assert u.min() >= -2.0 and u.max() < 3.0
+    z = B.to_numpy(g.normal((20000,), "float64", mean=1.0, std=2.0))
+    # standard errors: mean 2/sqrt(2e4) ~ 0.014, std ~ 2/sqrt(4e4) = 0.01; allow ~5 of them
+    assert abs(z.mean() - 1.0) < 0.07 and abs(z.std() - 2.0) < 0.05
+
+
+def test_bernoulli_mean(device):
+    g = B.Generator(2, device=device)
+    p, n = 0.3, 100_000
+    m = B.to_numpy(g.bernoulli((n,), p, "float32"))
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    # standard error sqrt(p(1-p)/n) = 0.00145; tolerance 0.01 is ~7 standard errors
+    assert abs(m.mean() - p) < 0.01
+    assert B.to_numpy(g.bernoulli((100,), 0.0, "float64")).sum() == 0
+    assert B.to_numpy(g.bernoulli((100,), 1.0, "float64")).sum() == 100
+
+
+@pytest.mark.parametrize("strict", ["array_api_strict", "array_api_strict:device1"])
+def test_strict_draws_equal_numpy_draws(strict):
+    """array_api_strict draws on the host and moves: the numbers are the CPU's, bit for bit."""
+    a, b = B.Generator(7, device="cpu"), B.Generator(7, device=strict)
+    for name, draw in [("normal", lambda g: g.normal((3, 5), "float64", mean=0.5, std=3.0)),
+                       ("normal32", lambda g: g.normal((4,), "float32")),
+                       ("uniform", lambda g: g.uniform((6,), 1.0, 2.0, "float64")),
+                       ("bernoulli", lambda g: g.bernoulli((10,), 0.4, "float32")),
+                       ("integers", lambda g: g.integers(-3, 3, (8,))),
+                       ("permutation", lambda g: g.permutation(9)),
+                       ("host_uniform", lambda g: g.host_uniform((3,)))]:
+        np.testing.assert_array_equal(B.to_numpy(draw(a)), B.to_numpy(draw(b)), err_msg=name)
+
+
+def test_state_and_set_state_resume_exactly(device):
+    g = B.Generator(11, device=device)
+    g.normal((5,), "float64")
+    saved = g.state()
+    first = B.to_numpy(g.normal((4, 4), "float64")), B.to_numpy(g.bernoulli((9,), 0.5, "float64"))
+    g.normal((100,), "float64")                     # the stream moves on
+    g.set_state(saved)
+    again = B.to_numpy(g.normal((4, 4), "float64")), B.to_numpy(g.bernoulli((9,), 0.5, "float64"))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    # a fresh generator given the state continues the same stream
+    h = B.Generator(999, device=device)
+    h.set_state(saved)
+    np.testing.assert_array_equal(B.to_numpy(h.normal((4, 4), "float64")), first[0])
+
+
+def test_spawn_gives_independent_reproducible_children(device):
+    kids = B.Generator(3, device=device).spawn(2)
+    again = B.Generator(3, device=device).spawn(2)
+    draws = [B.to_numpy(k.normal((5,), "float64")) for k in kids]
+    assert not np.array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal(draws[0], B.to_numpy(again[0].normal((5,), "float64")))
+    assert all(k.backend == device for k in kids)
+
+
+# --- host transfer ---------------------------------------------------------------------------
+
+def test_to_numpy_from_each_backend(device):
+    host = np.arange(6, dtype="float64").reshape(2, 3) / 7
+    a = device.asarray(host, "float64")
+    out = B.to_numpy(a)
+    assert type(out) is np.ndarray and out.dtype == np.float64
+    np.testing.assert_array_equal(out, host)
+    back = B.from_numpy(out, device)
+    assert B.device_of(back) == device.device
+    assert B.to_scalar(device.asarray(2.5, "float64")) == 2.5
+
+
+def test_to_numpy_of_scalars_and_numpy_is_a_no_op():
+    a = np.ones(3)
+    assert B.to_numpy(a) is a
+    assert B.to_numpy(1.5) == np.asarray(1.5) and B.to_numpy(np.float32(2)).dtype == np.float32
+
+
+def test_dtype_name_for_every_namespace(device):
+    for dt in ("float32", "float64", "int64"):
+        assert B.dtype_name(device.zeros((1,), dt).dtype) == dt
+
+
+# --- fast paths ------------------------------------------------------------------------------
+
+def test_every_fast_path_has_a_portable_twin():
+    assert set(B.FAST_PATHS) <= set(PORTABLE_TWINS), "add the new fast path's twin to PORTABLE_TWINS"
+    assert B.fast_path("bce_terms", np.zeros(2)) is B.FAST_PATHS["bce_terms"]["numpy"]
+    assert B.fast_path("bce_terms", B.resolve("array_api_strict").zeros((2,))) is None
+    assert B.fast_path("no_such_kernel", np.zeros(2)) is None
+
+
+def _bce_inputs(seed, dtype, shape=(37, 53)):
+    """Logits at several scales, with +-1e4 and exact zeros sprinkled in; targets in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(shape) * rng.choice([0.1, 1.0, 5.0, 40.0], size=shape)
+    flat = logits.reshape(-1)
+    idx = rng.choice(flat.size, size=flat.size // 5, replace=False)
+    flat[idx[: len(idx) // 2]] = rng.choice([1e4, -1e4], size=len(idx) // 2)
+    flat[idx[len(idx) // 2:]] = 0.0
+    target = rng.random(shape)
+    target[rng.random(shape) < 0.3] = 0.0
+    target[rng.random(shape) < 0.3] = 1.0
+    return logits.astype(dtype), target.astype(dtype)
+
+
+def _compare_bce(fast, portable, logits, target, to_host):
+    lh, th = to_host(logits).copy(), to_host(target).copy()
+    fv, fs = fast(logits, target)
+    pv, ps = portable(logits, target)
+    np.testing.assert_array_equal(to_host(logits), lh)      # inputs untouched (in-place kernels)
+    np.testing.assert_array_equal(to_host(target), th)
+    assert fv.dtype == pv.dtype == logits.dtype and fs.dtype == ps.dtype == logits.dtype
+    assert tuple(fs.shape) == tuple(logits.shape) and tuple(fv.shape) == ()
+    # value: relative 1e-6 of the sum's scale (sum of |terms|, so cancellation cannot fool it)
+    l64, t64 = lh.astype("float64"), th.astype("float64")
+    scale = float(np.sum(np.maximum(l64, 0) + np.log1p(np.exp(-np.abs(l64))) + np.abs(t64 * l64)))
+    fvh, pvh = float(to_host(fv)), float(to_host(pv))
+    assert abs(fvh - pvh) <= 1e-6 * scale, (fvh, pvh, scale)
+    # and both near the float64 truth
+    truth = float(np.sum(np.maximum(l64, 0) + np.log1p(np.exp(-np.abs(l64))) - t64 * l64))
+    assert abs(fvh - truth) <= 1e-6 * scale and abs(pvh - truth) <= 1e-6 * scale
+    # sigmoid: the same arithmetic, so equal to within one ulp
+    fsh, psh = to_host(fs), to_host(ps)
+    ulp = np.spacing(np.maximum(np.abs(psh), np.finfo(psh.dtype).tiny))
+    assert np.all(np.abs(fsh.astype("float64") - psh.astype("float64")) <= ulp), \
+        np.max(np.abs(fsh - psh) / ulp)
+    assert np.all(fsh[lh >= 1e4] == 1.0) and np.all(fsh[lh <= -1e4] == 0.0)
+    assert np.all(fsh[lh == 0.0] == 0.5)
+
+
+#: name -> (make host inputs(seed, dtype), compare(fast, portable, *device inputs, to_host))
+FAST_PATH_TESTS = {"bce_terms": (_bce_inputs, _compare_bce)}
+
+
+def test_every_fast_path_has_a_test():
+    assert set(B.FAST_PATHS) <= set(FAST_PATH_TESTS), "register inputs and a comparison for it"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, t in B.FAST_PATHS.items() if "numpy" in t))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_fast_paths_agree_with_portable_twins(name, dtype, seed):
+    make_inputs, compare = FAST_PATH_TESTS[name]
+    compare(B.FAST_PATHS[name]["numpy"], PORTABLE_TWINS[name], *make_inputs(seed, dtype), np.asarray)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_fast_path_exact_at_huge_logits(dtype):
+    logits = np.asarray([[1e4, -1e4, 1e4, -1e4, 0.0]], dtype)
+    target = np.asarray([[1.0, 0.0, 0.0, 1.0, 0.5]], dtype)
+    value, sig = B.FAST_PATHS["bce_terms"]["numpy"](logits, target)
+    assert float(value) == pytest.approx(2e4 + np.log(2), rel=1e-7)
+    assert list(sig[0]) == [1.0, 0.0, 1.0, 0.0, 0.5]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(n for n, t in B.FAST_PATHS.items() if "cupy" in t))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_fast_paths_agree_with_portable_twins(name, dtype):  # pragma: no cover - needs a GPU
+    import cupy
+    cuda = B.resolve("cuda")
+    make_inputs, compare = FAST_PATH_TESTS[name]
+    for seed in (0, 1):
+        inputs = [cuda.asarray(h, dtype) for h in make_inputs(seed, dtype)]
+        assert all(isinstance(a, cupy.ndarray) for a in inputs)
+        assert B.fast_path(name, inputs[0]) is B.FAST_PATHS[name]["cupy"]
+        compare(B.FAST_PATHS[name]["cupy"], PORTABLE_TWINS[name], *inputs, cupy.asnumpy)
+
+
+# --- lazy imports ----------------------------------------------------------------------------
+
+def test_import_scratchae_imports_no_optional_dependency():
+    code = ("import sys, scratchae\n"
+            "bad = [m for m in ('cupy', 'matplotlib', 'hypothesis') if m in sys.modules]\n"
+            "print(','.join(bad))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"import scratchae imported {out.stdout.strip()}"
