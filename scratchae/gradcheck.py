@@ -354,6 +354,8 @@ def check_layer(layer, x, dy=None, *, seed: int = 0, forward_kwargs=None, check_
         Extra forward arguments that hold noise fixed, e.g. ``{"mask": m}`` for Dropout.
     check_input : bool
         Also check ``dx`` (turn off for layers whose input is not differentiable).
+        A backward that returns ``None`` (``Linear(..., input_grad=False)``) has no
+        ``dx``: it is treated as ``check_input=False``.
     params : list of str, optional
         Parameter keys to check (default: all of ``layer.params``).
     mode : {"auto", "elementwise", "directional"}
@@ -385,7 +387,7 @@ def check_layer(layer, x, dy=None, *, seed: int = 0, forward_kwargs=None, check_
         layer.grads[k][...] = prefill[k]
     dx = layer.backward(dy)
     items = []
-    if check_input:
+    if check_input and dx is not None:
         xc = xp.asarray(x, copy=True)
         items.append(("dx", dx, xc, None))
     else:

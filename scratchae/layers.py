@@ -45,6 +45,11 @@ class Linear(Module):
 
     Cache: x.
 
+    With ``input_grad=False`` the last line is skipped and ``backward`` returns
+    ``None``: for a layer whose input is data (the first layer of an encoder),
+    ``dx`` is never used, and it is a whole matmul (a third of the layer's
+    backward work). Nothing may then come before this layer in backpropagation.
+
     Parameters
     ----------
     d_in, d_out : int
@@ -57,6 +62,8 @@ class Linear(Module):
         ``"glorot"``: W ~ U(-a, a), a = sqrt(6/(d_in+d_out)), b = 0 (Glorot & Bengio 2010).
     bias : bool
     dtype : str
+    input_grad : bool
+        Compute and return ``dx`` (default). ``False``: backward returns ``None``.
 
     References
     ----------
@@ -66,9 +73,10 @@ class Linear(Module):
     """
 
     def __init__(self, d_in: int, d_out: int, rng, init: str = "uniform", bias: bool = True,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", input_grad: bool = True):
         super().__init__()
         self.d_in, self.d_out, self.init = int(d_in), int(d_out), init
+        self.input_grad = bool(input_grad)
         if init == "uniform":
             bound = 1.0 / math.sqrt(d_in)
             W = rng.uniform((d_in, d_out), -bound, bound, dtype)
@@ -104,6 +112,8 @@ class Linear(Module):
         self.grads["W"] += x.T @ dy
         if "b" in self.params:
             self.grads["b"] += xp.sum(dy, axis=0)
+        if not self.input_grad:
+            return None
         return dy @ self.params["W"].T
 
 

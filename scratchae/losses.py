@@ -1,5 +1,7 @@
 """Losses: ``loss(pred, target) -> (value, dpred)``. Derivations: ``docs/layers.md``.
 
+(``gaussian_nll(x, mean, logvar) -> (value, dmean, dlogvar)`` has two predicted arrays.)
+
 One reduction everywhere: **sum over features, mean over the batch**. ``value`` is a
 0-d array (no host sync); ``dpred`` has pred's shape and already carries the 1/N.
 All log-likelihood losses are in nats per example. Inputs must have identical shapes:
@@ -131,9 +133,11 @@ def softmax_cross_entropy(logits, labels):
 
         L = (1/N) sum_n [logsumexp(l_n) - sum_c t_nc l_nc]      (t = one-hot(labels))
 
-    Backward (sum_c t_nc = 1)::
+    Backward (exact for this value; it is the cross-entropy when sum_c t_nc = 1)::
 
         dlogits = (softmax(l) - t) / N
+
+    Integer labels outside [0, C) are refused.
     """
     xp = B.namespace(logits, labels)
     if len(logits.shape) != 2:
@@ -142,6 +146,8 @@ def softmax_cross_entropy(logits, labels):
     if xp.isdtype(labels.dtype, "integral"):
         if tuple(labels.shape) != (n,):
             raise InputError(f"softmax_cross_entropy: integer labels must be (N,) = ({n},), got {tuple(labels.shape)}")
+        if not bool(xp.all((labels >= 0) & (labels < c))):
+            raise InputError(f"softmax_cross_entropy: labels must lie in [0, {c})")
         classes = xp.arange(c, device=B.device_of(logits))
         t = xp.astype(labels[:, None] == classes[None, :], logits.dtype)
     else:

@@ -154,8 +154,9 @@ class Module:
     def parameter_slots(self) -> Iterator[tuple[str, "Module", str]]:
         """(qualified name, owning module, key) for every parameter, each array once.
 
-        Tied weights (two modules sharing one params dict) appear once, under the
-        first owner's name.
+        A module whose params dict is already listed (shared by two modules) is skipped.
+        ``TiedLinear`` owns no copy of W at all: it writes into the tied Linear's grads,
+        so W is listed once, under the Linear's name.
         """
         seen = set()
         for prefix, m in self.named_modules():

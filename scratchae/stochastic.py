@@ -155,6 +155,8 @@ def corrupt(x, kind: str, level: float, rng=None, noise=None):
         raise InputError(f"corrupt({kind}): noise has shape {tuple(noise.shape)}, x has {shape}")
     if noise is None and rng is None:
         raise ValueError(f"corrupt({kind}): pass rng=Generator(...) or noise=")
+    if kind != "gaussian" and not 0.0 <= level <= 1.0:
+        raise ValueError(f"corrupt({kind}): level is a probability, got {level}")
     if kind == "gaussian":
         n = rng.normal(shape, dt) if noise is None else noise
         return x + level * n
@@ -206,7 +208,9 @@ class UniformPrior(Prior):
 
 
 class GaussianMixturePrior(Prior):
-    r"""Mixture of ``k`` elongated 2-D Gaussians placed around a circle (Makhzani et al. 2016, Fig. 4).
+    r"""Mixture of ``k`` elongated 2-D Gaussians placed around a circle, the prior of Makhzani
+    et al.'s 2-D MNIST figures. The paper gives no numbers for it; shift 1.4 and stds
+    (0.5, 0.1) are the values common AAE implementations use.
 
     Component c: a point ``(shift, 0) + (x_std * a, y_std * b)``, a, b ~ N(0, 1), rotated by
     2 pi c / k. Given ``labels`` (the paper's supervised variant), sample n uses component
@@ -226,11 +230,11 @@ class GaussianMixturePrior(Prior):
         return np_.stack([a[:, 0] * cos - a[:, 1] * sin, a[:, 0] * sin + a[:, 1] * cos], axis=1)
 
     def sample(self, n, rng, labels=None, dtype="float32"):
-        return rng.backend.asarray(self.host_sample(n, rng.host_generator(), _host_labels(labels)), dtype)
+        return rng.backend.asarray(self.host_sample(n, rng.host_generator(), _host_labels(labels, n)), dtype)
 
 
 class SwissRollPrior(Prior):
-    r"""2-D swiss roll: t ~ U(0, 1), r = sqrt(t), angle = 3 pi r (as in the AAE paper's demos);
+    r"""2-D swiss roll: t ~ U(0, 1), radius 3 sqrt(t), angle 3 pi sqrt(t);
     with ``labels``, t is drawn within the label's tenth of [0, 1]."""
 
     def __init__(self, k: int = 10):
@@ -245,11 +249,16 @@ class SwissRollPrior(Prior):
         return np_.stack([r * np_.cos(ang), r * np_.sin(ang)], axis=1)
 
     def sample(self, n, rng, labels=None, dtype="float32"):
-        return rng.backend.asarray(self.host_sample(n, rng.host_generator(), _host_labels(labels)), dtype)
+        return rng.backend.asarray(self.host_sample(n, rng.host_generator(), _host_labels(labels, n)), dtype)
 
 
-def _host_labels(labels):
-    return None if labels is None else B.to_numpy(labels)
+def _host_labels(labels, n):
+    if labels is None:
+        return None
+    host = B.to_numpy(labels)
+    if host.shape != (n,):
+        raise InputError(f"prior sample: labels have shape {host.shape}, expected ({n},)")
+    return host
 
 
 def make_prior(name: str, dim: int = 2) -> Prior:

@@ -71,12 +71,13 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
         progress = sys.stderr.isatty()
     # the whole training set goes to the device once; its values are checked once
     host = B.host
-    if not host.all(host.isfinite(x_train)):
-        raise ValueError(f"fit: x_train of shape {x_train.shape} contains NaN or Inf")
+    for name, data in (("x_train", x_train), ("x_test", x_test)):
+        if data is not None and not host.all(host.isfinite(data)):
+            raise ValueError(f"fit: {name} of shape {data.shape} contains NaN or Inf")
     X = _to_device(x_train, backend, dt)
     Y = None if y_train is None else backend.asarray(y_train, "int64")
     xp = backend.xp
-    model.check_values = False
+    checked_before, model.check_values = model.check_values, False
     n = X.shape[0]
     steps = n // batch_size + (1 if n % batch_size else 0)
     try:
@@ -120,7 +121,7 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
     finally:
-        model.check_values = True
+        model.check_values = checked_before
     return history
 
 

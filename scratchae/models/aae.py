@@ -27,15 +27,18 @@ class AdversarialAutoencoder(AutoencoderBase):
 
            dlogits = (sigmoid(D(f(x))) - 1) / N
            dcode   = D.backward(dlogits)        (D's grads are touched but never stepped)
-           dx      = encoder.backward(dcode)
+           encoder.backward(dcode)              (parameter gradients only: x is data)
 
-    With ``supervised=True`` (the paper's label-conditioned variant) D also sees the
-    one-hot label, and prior samples are drawn from the label's mixture component.
+    With ``supervised=True`` labels enter the adversarial regularisation (the paper's
+    section "incorporating label information in the adversarial regularization", without
+    its extra class for unlabelled data): D also sees the one-hot label, and each prior
+    sample comes from the label's part of the prior (a mixture component, or a stretch of
+    the swiss roll); it needs one of those two priors with ``n_classes`` parts.
 
     References
     ----------
     A. Makhzani, J. Shlens, N. Jaitly, I. Goodfellow, B. Frey. Adversarial Autoencoders.
-    ICLR workshop 2016 (arXiv:1511.05644).
+    arXiv:1511.05644, 2015.
     """
 
     kind = "aae"
@@ -53,7 +56,10 @@ class AdversarialAutoencoder(AutoencoderBase):
         self.latent_dim = sizes[-1]
         self.prior = make_prior(prior, sizes[-1])
         self.supervised, self.n_classes = bool(supervised), int(n_classes)
-        self.encoder = mlp(sizes, activation, rng, dtype)
+        if supervised and self.prior.n_classes != self.n_classes:
+            raise ValueError(f"supervised AAE: prior {prior!r} has {self.prior.n_classes} label-conditioned "
+                             f"parts, not n_classes={n_classes}; use prior 'mixture' or 'swiss_roll'")
+        self.encoder = mlp(sizes, activation, rng, dtype, input_grad=False)
         dec_sizes = sizes[::-1]
         dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
         self.decoder = mlp(dec_sizes, activation, rng, dtype)
@@ -133,6 +139,8 @@ class AdversarialAutoencoder(AutoencoderBase):
 
     # --- one minibatch: the paper's three phases --------------------------------------------
     def train_step(self, x, y=None):
+        if self.supervised and y is None:
+            raise ValueError("supervised AAE: train_step needs labels y")
         labels = y if self.supervised else None
         opt = self.optimizers
         opt["autoencoder"].zero_grad()

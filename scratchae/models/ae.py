@@ -16,11 +16,15 @@ class Autoencoder(AutoencoderBase):
 
         L = -log p(x | g(f(x))) + sparsity * (1/N) sum |code|
 
+    (with likelihood "mse" the first term is the squared error itself, which is a
+    Gaussian negative log-likelihood only up to scale and a constant)
+
     Backward, with dout = dL/dout from the likelihood::
 
         dcode  = decoder.backward(dout)
         dcode += sparsity * sign(code) / N        (if sparsity > 0)
-        dx     = encoder.backward(dcode)
+        encoder.backward(dcode)                   (parameter gradients only: x is data,
+                                                   the first Linear has input_grad=False)
 
     Parameters
     ----------
@@ -42,7 +46,7 @@ class Autoencoder(AutoencoderBase):
                        "activation": activation, "likelihood": likelihood, "tied": bool(tied),
                        "sparsity": float(sparsity), "dtype": dtype}
         self.likelihood, self.sparsity = likelihood, float(sparsity)
-        self.encoder = mlp(sizes, activation, rng, dtype)
+        self.encoder = mlp(sizes, activation, rng, dtype, input_grad=False)
         if tied:
             if likelihood_width(likelihood, sizes[0]) != sizes[0]:
                 raise ValueError("tied weights need an output as wide as the input (bernoulli or mse)")

@@ -23,14 +23,20 @@ class Objective:
     outputs: dict = field(default_factory=dict)
 
 
-def mlp(sizes, activation="relu", rng=None, dtype="float32", init="uniform") -> Sequential:
-    """``Linear(s0, s1), act, Linear(s1, s2), act, ..., Linear(s_{k-1}, s_k)`` (no final activation)."""
+def mlp(sizes, activation="relu", rng=None, dtype="float32", init="uniform",
+        input_grad=True) -> Sequential:
+    """``Linear(s0, s1), act, Linear(s1, s2), act, ..., Linear(s_{k-1}, s_k)`` (no final activation).
+
+    ``input_grad=False`` builds the first Linear with ``input_grad=False``: the
+    network's ``backward`` then returns ``None`` instead of dL/dx, and skips that
+    matmul. Encoders use it, since their input is data.
+    """
     if len(sizes) < 2:
         raise ValueError(f"mlp needs at least an input and an output size, got {sizes}")
     act = ACTIVATIONS[activation]
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(a, b, rng, init=init, dtype=dtype))
+        layers.append(Linear(a, b, rng, init=init, dtype=dtype, input_grad=input_grad or i > 0))
         if i < len(sizes) - 2:
             layers.append(act())
     return Sequential(*layers)

@@ -14,7 +14,7 @@ class DenoisingAutoencoder(Autoencoder):
     The loss is against the *clean* x. Corruption is not differentiated (it acts on the
     data, not on parameters), so the backward is the autoencoder's::
 
-        dcode = decoder.backward(dout);  dx_tilde = encoder.backward(dcode)
+        dcode = decoder.backward(dout);  encoder.backward(dcode)   (no dx_tilde: it is data)
 
     ``loss(x, noise=...)`` takes the corruption's noise (a keep mask for "masking",
     N(0,1) draws for "gaussian", U(0,1) draws for "salt_pepper") so a gradient check can
@@ -41,5 +41,6 @@ class DenoisingAutoencoder(Autoencoder):
         return corrupt(x, self.corruption, self.level, rng=self.rng, noise=noise)
 
     def loss(self, x, noise=None):
+        self.check_batch(x)  # before drawing noise: a refused batch leaves the rng untouched
         x_in = self.corrupt(x, noise) if self.training else x
         return super().loss(x, x_in=x_in)

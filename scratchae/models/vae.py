@@ -21,12 +21,14 @@ class VAE(AutoencoderBase):
         out    = decoder(z)                        logits (N, D), or [mean | logvar] (N, 2D)
         L      = -log p(x | z) + beta * KL(q(z|x) || N(0, I))      (= -ELBO for beta = 1)
 
-    Backward::
+    Backward, with std = exp(0.5 * logvar)::
 
         dz       = decoder.backward(dout)
         dmu      = dz + beta * mu / N                              (sampler + KL)
         dlogvar  = dz * eps * 0.5 * std + beta * 0.5 * (exp(logvar) - 1) / N
-        dx       = encoder.backward([dmu | dlogvar])
+        dlogvar  = clamp.backward(dlogvar)         only with logvar_bound (see SoftClamp)
+        encoder.backward([dmu | dlogvar])          parameter gradients only: x is data, so
+                                                   the first Linear has input_grad=False
 
     The default recipe is the literature's and PyTorch's example: sizes (784, 400, 20),
     ReLU, Bernoulli likelihood on pixels/255, Adam 1e-3, batch 128.
@@ -48,7 +50,7 @@ class VAE(AutoencoderBase):
                        "logvar_bound": logvar_bound, "dtype": dtype}
         self.likelihood, self.beta, self.rng = likelihood, float(beta), rng
         self.latent_dim = sizes[-1]
-        self.encoder = mlp(sizes[:-1] + [2 * sizes[-1]], activation, rng, dtype)
+        self.encoder = mlp(sizes[:-1] + [2 * sizes[-1]], activation, rng, dtype, input_grad=False)
         dec_sizes = sizes[::-1]
         dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
         self.decoder = mlp(dec_sizes, activation, rng, dtype)
@@ -128,10 +130,11 @@ class VAE(AutoencoderBase):
         raise ValueError("log-likelihood bounds need a likelihood (bernoulli or gaussian), not mse")
 
     def iwae_bound(self, x, k=5000, rng=None, max_rows=32768):
-        r"""Importance-weighted bound log p(x) >= IWAE_k, per example (N,), in nats.
+        r"""One Monte Carlo draw of the importance-weighted bound IWAE_k, per example (N,), in nats.
 
-        ``IWAE_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, z_i ~ q(z|x). k = 1 is the
-        ELBO (in expectation); IWAE_k grows with k towards log p(x) (Burda et al. 2016).
+        ``IWAE_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, z_i ~ q(z|x). Its *expectation*
+        bounds log p(x) from below; k = 1 is the ELBO, and the bound grows with k towards
+        log p(x) (Burda et al. 2016). A single draw can land above log p(x).
         Samples are processed in chunks of at most ``max_rows`` decoder rows and combined
         with a running log-sum-exp, so memory stays bounded for k up to 5000 and beyond.
         """
