@@ -252,8 +252,10 @@ def _load_npz(path: pathlib.Path) -> dict:
             arrays = {k: f[k] for k in _KEYS}
     except DataError:
         raise
-    except ValueError as err:  # pickled data, refused by allow_pickle=False
-        raise DataError(f"{path}: cannot read without unpickling ({err})") from None
+    except ValueError as err:
+        if "pickle" in str(err).lower():  # refused by allow_pickle=False
+            raise DataError(f"{path}: cannot read without unpickling ({err})") from None
+        raise DataError(f"{path}: not a readable .npz file ({err})") from None
     except Exception as err:  # BadZipFile, OSError, EOFError, ...
         raise DataError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
     return _check_arrays(arrays, str(path))

@@ -590,3 +590,18 @@ def test_build_model_round_trips_the_config():
         m2 = build_model(m.config, B.Generator(0))
         assert type(m2) is type(m) and m2.config == m.config
         assert [n for n, _ in m2.named_parameters()] == [n for n, _ in m.named_parameters()]
+
+
+def test_discriminator_accuracy_and_dae_eval_terms_on_strict_device():
+    dev = B.resolve("array_api_strict:device1")
+    r = B.Generator(3, device=dev)
+    aae = AdversarialAutoencoder((12, 8, 2), disc_sizes=(6,), rng=r, dtype="float64")
+    x = r.uniform((10, 12), dtype="float64")
+    acc = B.to_scalar(aae.discriminator_accuracy(x, rng=B.Generator(1, device=dev)))
+    assert 0.0 <= acc <= 1.0
+    dae = DenoisingAutoencoder((12, 8, 3), corruption="masking", level=0.5, rng=r, dtype="float64")
+    terms = dae.eval_terms(x)
+    again = dae.eval_terms(x)
+    # the denoising term uses a fixed corruption: repeatable, and different from the clean term
+    assert B.to_scalar(terms["recon_corrupted"]) == B.to_scalar(again["recon_corrupted"])
+    assert B.to_scalar(terms["recon_corrupted"]) != B.to_scalar(terms["recon"])

@@ -204,7 +204,8 @@ class AdversarialAutoencoder(AutoencoderBase):
         zp = self.prior.sample(n, rng, labels, B.dtype_name(code.dtype))
         lab2 = None if labels is None else xp.concat([labels, labels])
         logits = self._eval(self.discriminator, self._disc_input(xp.concat([zp, code], axis=0), lab2))
-        right = xp.sum(xp.astype(logits[:n] > 0, code.dtype)) + xp.sum(xp.astype(logits[n:] <= 0, code.dtype))
+        right = (xp.sum(xp.astype(logits[:n, :] > 0, code.dtype))
+                 + xp.sum(xp.astype(logits[n:, :] <= 0, code.dtype)))
         return right / (2 * n)
 
 

@@ -40,6 +40,21 @@ class DenoisingAutoencoder(Autoencoder):
     def corrupt(self, x, noise=None):
         return corrupt(x, self.corruption, self.level, rng=self.rng, noise=noise)
 
+    def eval_terms(self, x, y=None):
+        """Test terms: ``recon`` on the clean input (the model as used), and
+        ``recon_corrupted``, the denoising error: clean x reconstructed from a corrupted copy
+        (a fixed seed per call, so evaluations are comparable)."""
+        from ..backend import Generator
+        terms = dict(super().eval_terms(x, y))
+        fixed = corrupt(x, self.corruption, self.level, rng=Generator(1234, device=x))
+        was = self.training
+        self.eval()
+        try:
+            terms["recon_corrupted"] = super().loss(x, x_in=fixed).terms["recon"]
+        finally:
+            self.train(was)
+        return terms
+
     def loss(self, x, noise=None):
         self.check_batch(x)  # before drawing noise: a refused batch leaves the rng untouched
         x_in = self.corrupt(x, noise) if self.training else x
