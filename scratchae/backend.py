@@ -17,12 +17,21 @@ Fast paths
 A few hot element-wise kernels have a NumPy fast path (in-place ``out=`` ufuncs,
 no temporaries) and, on CUDA, a fused CuPy kernel. Each is registered in
 ``FAST_PATHS`` beside the portable array-API version it must agree with; the tests
-compare every one with its fallback.
+compare every one with its fallback. Optimizer steps over all of a model's arrays
+at once (``adam_step``) are registered in ``FAST_STEPS``: one call per step, no
+temporaries, and optionally split across a small pool of threads
+(``set_num_threads``; NumPy releases the GIL inside a ufunc's loop; see
+:func:`num_threads` for why the default is one).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as _np
 import array_api_compat
@@ -31,7 +40,8 @@ import array_api_compat.numpy as _cnp
 __all__ = [
     "Backend", "Generator", "namespace", "device_of", "resolve", "to_numpy",
     "from_numpy", "synchronize", "cuda_available", "DeviceError", "is_numpy",
-    "fast_path", "FAST_PATHS", "to_scalar", "dtype_name",
+    "fast_path", "FAST_PATHS", "FAST_STEPS", "to_scalar", "dtype_name", "num_threads",
+    "set_num_threads",
 ]
 
 
@@ -59,7 +69,9 @@ def namespace(*arrays):
 
 
 def device_of(x):
-    """The device object of an array (``"cpu"`` for NumPy)."""
+    """The device object of an array (``"cpu"`` for NumPy, answered without a lookup)."""
+    if type(x) is _np.ndarray:
+        return "cpu"
     return array_api_compat.device(x)
 
 
@@ -275,7 +287,7 @@ class Generator:
     def bernoulli(self, shape, p, dtype="float32"):
         """0/1 array with P(1) = p."""
         u = self._rng.random(shape)
-        return self._out((u < p).astype("float64"), dtype)
+        return self._out(u < p, dtype)       # 0/1 straight from the bools (no float64 copy)
 
     def integers(self, low, high, shape):
         if self._host:
@@ -312,11 +324,14 @@ def _dt64(dtype):
 # name -> {"numpy": fn, "cupy": fn}; each has a portable twin in the module that
 # uses it, and tests/test_backend.py checks them against each other.
 FAST_PATHS: dict[str, dict[str, Any]] = {}
+# the same for optimizer steps over lists of arrays; twins in optim.py, checked by
+# tests/test_backend_fastpaths.py
+FAST_STEPS: dict[str, dict[str, Any]] = {}
 
 
 def fast_path(name: str, x):
     """The registered fast implementation of ``name`` for ``x``'s library, or None."""
-    table = FAST_PATHS.get(name)
+    table = FAST_PATHS.get(name) or FAST_STEPS.get(name)
     if not table:
         return None
     if type(x) is _np.ndarray:
@@ -326,18 +341,50 @@ def fast_path(name: str, x):
     return None
 
 
+_LOCAL = threading.local()
+
+
+def _scratch(key, dtype, size: int):
+    """A reusable 1-d work array of ``size`` entries, one per (key, dtype) and thread.
+
+    NumPy kernels write their temporaries here instead of allocating fresh arrays
+    every call; a scratch array is never handed back to a caller.
+    """
+    bufs = getattr(_LOCAL, "bufs", None)
+    if bufs is None:
+        bufs = _LOCAL.bufs = {}
+    k = (key, _np.dtype(dtype).str)
+    buf = bufs.get(k)
+    if buf is None or buf.size < size:
+        buf = bufs[k] = _np.empty(size, dtype)
+    return buf[:size]
+
+
 def _bce_terms_numpy(logits, target):
-    """NumPy in-place version of losses.bce_terms: (sum of softplus(l) - t*l, sigmoid(l))."""
-    e = _np.abs(logits)
+    """NumPy version of losses.bce_terms: (sum of softplus(l) - t*l, sigmoid(l)).
+
+    The same single exp pass, with temporaries in scratch arrays, and two rewrites
+    that avoid NumPy's slow element-wise select (``where`` branches on each sign):
+    with ``e = exp(-|l|)`` and ``pos = (l >= 0)`` as 1.0 / 0.0,
+
+        where(l >= 0, 1, e)  =  maximum(e, pos)        (0 <= e <= 1): the same sigmoid bits
+        sum max(l, 0)        =  l . pos                (a dot product)
+    """
+    shape, dt, n = logits.shape, logits.dtype, logits.size
+    pos = _scratch("bce_pos", dt, n).reshape(shape)
+    e = _scratch("bce_e", dt, n).reshape(shape)
+    log_one_plus_e = _scratch("bce_log1pe", dt, n).reshape(shape)
+    _np.greater_equal(logits, 0, out=pos, casting="unsafe")    # 1.0 / 0.0
+    _np.abs(logits, out=e)
     _np.negative(e, out=e)
-    _np.exp(e, out=e)                      # e = exp(-|l|), the one transcendental pass
-    denom = e + 1.0                        # 1 + exp(-|l|)
-    sig = _np.where(logits >= 0, 1.0, e)
-    _np.divide(sig, denom, out=sig)        # sigmoid(l), overflow-free
-    _np.log(denom, out=denom)              # log1p(exp(-|l|)); log1p would add a pass
-    _np.add(denom, _np.maximum(logits, 0.0), out=denom)    # softplus(l)
-    total = denom.sum(dtype=_np.float64) - _np.vdot(target, logits)
-    return _np.asarray(total, dtype=logits.dtype), sig.astype(logits.dtype, copy=False)
+    _np.exp(e, out=e)                                   # e = exp(-|l|), the one exp pass
+    _np.add(e, 1.0, out=log_one_plus_e)                 # 1 + e
+    sig = _np.maximum(e, pos)
+    _np.divide(sig, log_one_plus_e, out=sig)            # sigmoid(l), overflow-free
+    _np.log(log_one_plus_e, out=log_one_plus_e)         # log(1 + e) (log1p is far slower here)
+    total = (log_one_plus_e.sum(dtype=_np.float64) + _np.vdot(logits, pos)
+             - _np.vdot(target, logits))
+    return _np.asarray(total, dtype=dt), sig
 
 
 def _bce_terms_cupy(logits, target):  # pragma: no cover - needs a GPU
@@ -368,7 +415,157 @@ def _cupy_bce_kernel():  # pragma: no cover - needs a GPU
 FAST_PATHS["bce_terms"] = {"numpy": _bce_terms_numpy, "cupy": _bce_terms_cupy}
 
 
+# --- threads for bandwidth-bound NumPy kernels ------------------------------------
+_THREADS = {"n": None, "pool": None}
+_THREADS_LOCK = threading.Lock()
+
+
+def num_threads() -> int:
+    """Threads the NumPy fast steps use: ``set_num_threads(n)``, else ``$SCRATCHAE_NUM_THREADS``,
+    else 1.
+
+    Why 1 by default: right after a matmul, OpenBLAS keeps its own threads spinning on
+    the other cores (for up to ``2**OPENBLAS_THREAD_TIMEOUT`` cycles, 2**28 by default),
+    and a helper thread then competes with a spinner instead of using an idle core. In
+    ``benchmarks/`` a 2-thread Adam step was ~5% *slower* inside training than 1 thread
+    (but ~1.6x faster on its own, and faster in training with ``OPENBLAS_THREAD_TIMEOUT=4``
+    or a single-threaded BLAS). Set 2 or more when your BLAS does not spin.
+    """
+    if _THREADS["n"] is None:
+        env = os.environ.get("SCRATCHAE_NUM_THREADS", "").strip()
+        _THREADS["n"] = max(1, int(env)) if env else 1
+    return _THREADS["n"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (1: everything on the calling thread) in the NumPy fast steps."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: need n >= 1, got {n}")
+    with _THREADS_LOCK:
+        pool = _THREADS["pool"]
+        _THREADS["n"], _THREADS["pool"] = n, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def _run_parallel(tasks) -> None:
+    """Run zero-argument callables at once: the first on this thread, the rest in the pool."""
+    if len(tasks) > 1:
+        with _THREADS_LOCK:
+            pool = _THREADS["pool"]
+            if pool is None or pool._max_workers < len(tasks) - 1:
+                pool = _THREADS["pool"] = ThreadPoolExecutor(
+                    max(len(tasks) - 1, num_threads() - 1), thread_name_prefix="scratchae")
+        futures = [pool.submit(task) for task in tasks[1:]]
+    tasks[0]()
+    if len(tasks) > 1:
+        for f in futures:
+            f.result()
+
+
+#: arrays of at least this many entries are cut into one piece per thread
+_MIN_SPLIT = 1 << 15
+
+
+def _shares(groups, n):
+    """Split aligned lists of same-shape arrays into ``n`` shares of about equal size.
+
+    ``groups``: one tuple ``(a, b, ...)`` per parameter. An array of at least
+    ``_MIN_SPLIT`` entries, all of its tuple C-contiguous, is cut into ``n`` flat
+    pieces; the pieces are dealt largest first to the least-loaded share.
+    """
+    pieces = []
+    for arrays in groups:
+        size = arrays[0].size
+        if n > 1 and size >= _MIN_SPLIT and all(a.flags.c_contiguous for a in arrays):
+            flat = [a.reshape(-1) for a in arrays]
+            bounds = [size * i // n for i in range(n + 1)]
+            pieces += [tuple(f[lo:hi] for f in flat) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        else:
+            pieces.append(arrays)
+    pieces.sort(key=lambda pc: -pc[0].size)
+    shares, loads = [[] for _ in range(n)], [0] * n
+    for pc in pieces:
+        i = loads.index(min(loads))
+        shares[i].append(pc)
+        loads[i] += pc[0].size
+    return [sh for sh in shares if sh]
+
+
+def _adam_numpy(params, grads, ms, vs, *, lr, beta1, beta2, eps, weight_decay, decoupled, t):
+    """NumPy version of ``optim.Adam._update`` for all parameters at once.
+
+    The same ufuncs on the same operands in the same order, so the same bits; but each
+    temporary is written into a reusable scratch array (``out=``: no allocation, no page
+    faults) and the parameters are cut into pieces shared among ``num_threads()``
+    threads. Returns False (nothing done) unless every array is a NumPy array of one
+    dtype, so the caller can run the portable version instead.
+    """
+    groups = list(zip(params, grads, ms, vs))
+    dtype = params[0].dtype if params else None
+    for arrays in groups:
+        for a in arrays:
+            if type(a) is not _np.ndarray or a.dtype != dtype:
+                return False
+        if any(tuple(a.shape) != tuple(arrays[0].shape) for a in arrays):
+            return False
+    b1, b2 = beta1, beta2
+    step_size = lr / (1.0 - b1 ** t)
+    sqrt_bc2 = math.sqrt(1.0 - b2 ** t)
+    shrink = 1.0 - lr * weight_decay
+
+    def work(share):
+        for p, g, m, v in share:
+            tmp = _scratch("adam_tmp", dtype, p.size).reshape(p.shape)
+            if weight_decay != 0.0:
+                if decoupled:
+                    p *= shrink
+                else:                       # g = g + weight_decay * p
+                    g2 = _scratch("adam_g", dtype, p.size).reshape(p.shape)
+                    _np.multiply(weight_decay, p, out=g2)
+                    _np.add(g, g2, out=g2)
+                    g = g2
+            m *= b1
+            _np.multiply(1.0 - b1, g, out=tmp)      # m += (1 - b1) * g
+            m += tmp
+            _np.multiply(g, g, out=tmp)             # v = b2 * v + (1 - b2) * g * g
+            tmp *= 1.0 - b2
+            v *= b2
+            v += tmp
+            _np.sqrt(v, out=tmp)                    # denom
+            tmp /= sqrt_bc2
+            tmp += eps
+            _np.divide(m, tmp, out=tmp)             # upd = step_size * m / denom
+            tmp *= step_size
+            p -= tmp
+
+    shares = _shares(groups, num_threads())
+    _run_parallel([lambda sh=sh: work(sh) for sh in shares])
+    return True
+
+
+FAST_STEPS["adam_step"] = {"numpy": _adam_numpy}
+
+
+
+_DTYPE_NAMES: dict = {}
+
 
 def dtype_name(dtype) -> str:
-    """``"float32"`` for any namespace's float32 dtype object (strict prints a prefix)."""
-    return str(dtype).rsplit(".", 1)[-1].replace("'>", "").replace("<class 'numpy", "")
+    """``"float32"`` for any namespace's float32 dtype object (strict prints a prefix).
+
+    Cached: ``str`` of a NumPy dtype costs several microseconds, and every layer's input
+    check asks.
+    """
+    key = (type(dtype), dtype)      # the type first: dtypes of two libraries never meet in ==
+    try:
+        return _DTYPE_NAMES[key]
+    except (KeyError, TypeError):
+        pass
+    name = str(dtype).rsplit(".", 1)[-1].replace("'>", "").replace("<class 'numpy", "")
+    try:
+        _DTYPE_NAMES[key] = name
+    except TypeError:       # an unhashable dtype-like: just not cached
+        pass
+    return name

@@ -157,24 +157,24 @@ class TiedLinear(Module):
 class ReLU(Module):
     r"""``y = max(x, 0)``.
 
-    Backward::
+    Backward, with ``(x > 0)`` as 1.0 / 0.0::
 
-        dx = where(x > 0, dy, 0)
+        dx = dy * (x > 0)
 
     The derivative at exactly 0 is taken as 0 (a kink: the gradient checker reports it).
-    Cache: x > 0.
+    Cache: x > 0, as 1.0 / 0.0 in x's dtype (a multiply by it is many times faster on
+    NumPy than ``where(x > 0, dy, 0)``, whose select mispredicts on every sign change).
     """
 
     def forward(self, x):
-        self.save_cache(x > 0)
         xp = B.namespace(x)
+        self.save_cache(xp.astype(x > 0, x.dtype))
         return xp.maximum(x, 0.0)
 
     def backward(self, dy):
         positive = self.pop_cache()
         self.check_dy(dy, positive.shape)
-        xp = B.namespace(dy)
-        return xp.where(positive, dy, 0.0)
+        return dy * positive
 
 
 class LeakyReLU(Module):

@@ -82,7 +82,12 @@ def bce_with_logits(logits, target):
     n = _same_shape("bce_with_logits", logits=logits, target=target)
     terms = B.fast_path("bce_terms", logits) or bce_terms
     total, sig = terms(logits, target)
-    return total / n, (sig - target) * (1.0 / n)
+    if sig.dtype != target.dtype:
+        return total / n, (sig - target) * (1.0 / n)
+    dlogits = sig               # a fresh array: made into (sig - t) / N in place, no temporaries
+    dlogits -= target
+    dlogits *= 1.0 / n
+    return total / n, dlogits
 
 
 def gaussian_nll(x, mean, logvar):

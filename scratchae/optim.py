@@ -98,9 +98,17 @@ class Optimizer:
         """Apply one update to every parameter, in place, from the gradients now in ``grads``."""
         self.step_count += 1
         t = self.step_count
-        for name, m, k in self.model.parameter_slots():
-            state = self._state_for(name, m.params[k])
-            self._update(m.params, k, m.grads[k], state, t)
+        slots = [(m.params, k, m.grads[k], self._state_for(name, m.params[k]))
+                 for name, m, k in self.model.parameter_slots()]
+        if self._fast_step(slots, t):
+            return
+        for params, key, g, state in slots:
+            self._update(params, key, g, state, t)
+
+    def _fast_step(self, slots, t) -> bool:
+        """Update every parameter at once with a backend fast step; False if there is none
+        (then ``step`` runs ``_update`` per parameter, the reference)."""
+        return False
 
     def _state_for(self, name, p) -> dict:
         try:
@@ -325,6 +333,17 @@ class Adam(Optimizer):
 
     def _buffer_names(self):
         return ("m", "v")
+
+    def _fast_step(self, slots, t):
+        # NumPy: backend.FAST_STEPS["adam_step"], the body of _update below, op for op (so
+        # bit for bit), without temporaries and spread over a few threads
+        kernel = B.fast_path("adam_step", slots[0][0][slots[0][1]])
+        if kernel is None:
+            return False
+        return kernel([params[key] for params, key, _, _ in slots], [g for _, _, g, _ in slots],
+                      [state["m"] for *_, state in slots], [state["v"] for *_, state in slots],
+                      lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                      weight_decay=self.weight_decay, decoupled=self._decoupled, t=t)
 
     def _update(self, params, key, g, state, t):
         p = params[key]
