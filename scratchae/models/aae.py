@@ -160,26 +160,16 @@ class AdversarialAutoencoder(AutoencoderBase):
         return {"recon": rec.value, "disc": dis.value, "gen": gen.value, "loss": rec.value}
 
     def eval_terms(self, x, y=None):
-        was = self.training
-        self.eval()
-        try:
-            labels = y if self.supervised else None
+        labels = y if self.supervised else None
+
+        def all_terms():
             terms = dict(self.loss(x).terms)
             terms["disc"] = self.discriminator_loss(x, labels=labels).value
             terms["gen"] = self.generator_loss(x, labels=labels).value
             return terms
-        finally:
-            self.train(was)
+        return self._eval(all_terms)
 
     # --- using a trained model ---------------------------------------------------------------
-    def _eval(self, part, x):
-        was = self.training
-        self.eval()
-        try:
-            return part(x)
-        finally:
-            self.train(was)
-
     def encode(self, x):
         return self._eval(self.encoder, x)
 

@@ -64,11 +64,11 @@ class Autoencoder(AutoencoderBase):
 
     def encode(self, x):
         """Codes of x (eval mode: no cache, no noise)."""
-        return _eval_forward(self, self.encoder, x)
+        return self._eval(self.encoder, x)
 
     def decode(self, code):
         """Expected reconstruction (pixel means) from codes."""
-        out = _eval_forward(self, self.decoder, code)
+        out = self._eval(self.decoder, code)
         return decoded_mean(out, self.likelihood, self.config["input_dim"])
 
     def reconstruct(self, x):
@@ -99,11 +99,3 @@ class Autoencoder(AutoencoderBase):
             dcode = dcode + obj.grads["code"]
         return self.encoder.backward(dcode)
 
-
-def _eval_forward(model, part, x):
-    was = model.training
-    model.eval()
-    try:
-        return part(x)
-    finally:
-        model.train(was)

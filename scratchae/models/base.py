@@ -125,11 +125,16 @@ class AutoencoderBase(Module):
         opt.step()
         return obj.terms
 
-    def eval_terms(self, x, y=None):
-        """Loss terms on a batch without training (eval mode, no cache)."""
+    def _eval(self, fn, *args):
+        """``fn(*args)`` in eval mode (no cache, no corruption, BatchNorm running stats),
+        restoring the mode after."""
         was = self.training
         self.eval()
         try:
-            return self.loss(x).terms
+            return fn(*args)
         finally:
             self.train(was)
+
+    def eval_terms(self, x, y=None):
+        """Loss terms on a batch without training (eval mode, no cache)."""
+        return self._eval(lambda: self.loss(x).terms)

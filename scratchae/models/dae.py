@@ -47,12 +47,8 @@ class DenoisingAutoencoder(Autoencoder):
         from ..backend import Generator
         terms = dict(super().eval_terms(x, y))
         fixed = corrupt(x, self.corruption, self.level, rng=Generator(1234, device=x))
-        was = self.training
-        self.eval()
-        try:
-            terms["recon_corrupted"] = super().loss(x, x_in=fixed).terms["recon"]
-        finally:
-            self.train(was)
+        plain_loss = super().loss  # the autoencoder's loss: it corrupts nothing itself
+        terms["recon_corrupted"] = self._eval(lambda: plain_loss(x, x_in=fixed).terms["recon"])
         return terms
 
     def loss(self, x, noise=None):

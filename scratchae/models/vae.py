@@ -86,14 +86,6 @@ class VAE(AutoencoderBase):
         return self.encoder.backward(xp.concat([dmu, dlogvar], axis=1))
 
     # --- using a trained model -----------------------------------------------------------
-    def _eval(self, fn, *args):
-        was = self.training
-        self.eval()
-        try:
-            return fn(*args)
-        finally:
-            self.train(was)
-
     def encode(self, x):
         """``(mu, logvar)`` of q(z|x)."""
         def f(x):
