@@ -302,10 +302,13 @@ class Adam(Optimizer):
         g = g + lambda * p                           if lambda != 0 (AdamW: see there)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        step_size = lr / (1 - beta1**t)
-        denom = sqrt(v) / sqrt(1 - beta2**t) + eps
-        p = p - step_size * (m / denom)
+        step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t)      (backend.adam_scalars)
+        eps_hat = eps * sqrt(1 - beta2**t)
+        p = p - step_size * (m / (sqrt(v) + eps_hat))
 
+    The last three lines are PyTorch's ``p = p - lr / (1 - beta1**t) * m / (sqrt(v) /
+    sqrt(1 - beta2**t) + eps)`` with numerator and denominator multiplied by
+    ``sqrt(1 - beta2**t)``: the same number up to rounding, one pass over p fewer.
     Dividing by ``1 - beta**t`` removes the bias towards zero of moments that
     started at zero: with a constant gradient and the default betas, an uncorrected
     step would be ``(1 - beta1**t) / sqrt(1 - beta2**t)`` times its intended size,
@@ -361,10 +364,9 @@ class Adam(Optimizer):
         g2 *= 1.0 - b2
         v *= b2
         v += g2
-        step_size = self.lr / (1.0 - b1 ** t)
+        step_size, eps_hat = B.adam_scalars(self.lr, b1, b2, self.eps, t)
         denom = xp.sqrt(v)
-        denom /= math.sqrt(1.0 - b2 ** t)
-        denom += self.eps
+        denom += eps_hat
         upd = m / denom
         upd *= step_size
         p -= upd
@@ -385,9 +387,9 @@ class AdamW(Adam):
         p = p * (1 - lr * lambda)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        step_size = lr / (1 - beta1**t)
-        denom = sqrt(v) / sqrt(1 - beta2**t) + eps
-        p = p - step_size * (m / denom)
+        step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t)      (as in Adam)
+        eps_hat = eps * sqrt(1 - beta2**t)
+        p = p - step_size * (m / (sqrt(v) + eps_hat))
 
     The body is :class:`Adam`'s ``_update``, taking its ``_decoupled`` branch. The
     decay multiplies by ``lr`` (PyTorch's convention) where the paper uses a

@@ -38,7 +38,7 @@ class Bag(Module):
     def __init__(self, dtype, seed=0):
         super().__init__()
         rng = np.random.default_rng(seed)
-        for name, shape in (("big", (300, 257)), ("row", (B._MIN_SPLIT + 3,)), ("small", (7, 5)),
+        for name, shape in (("big", (300, 257)), ("row", (B._PIECE + 3,)), ("small", (7, 5)),
                             ("one", (1,))):
             self.add_param(name, rng.standard_normal(shape).astype(dtype))
         wide = rng.standard_normal((40, 60)).astype(dtype)
@@ -175,7 +175,7 @@ def test_run_parallel_raises_a_worker_error():
 
 
 def test_shares_cover_every_entry_once():
-    a = np.arange(B._MIN_SPLIT * 2 + 5, dtype="float32")
+    a = np.arange(B._PIECE * 2 + 5, dtype="float32")
     b = np.arange(10, dtype="float32")
     c = np.zeros((6, 4), "float32")[:, ::2]              # not contiguous
     shares = B._shares([(a, a), (b, b), (c, c)], 3)
