@@ -41,7 +41,7 @@ __all__ = [
     "Backend", "Generator", "namespace", "device_of", "resolve", "to_numpy",
     "from_numpy", "synchronize", "cuda_available", "DeviceError", "is_numpy",
     "fast_path", "FAST_PATHS", "FAST_STEPS", "to_scalar", "dtype_name", "num_threads",
-    "set_num_threads", "adam_scalars",
+    "set_num_threads", "adam_scalars", "matmul_into",
 ]
 
 
@@ -413,6 +413,28 @@ def _cupy_bce_kernel():  # pragma: no cover - needs a GPU
 
 
 FAST_PATHS["bce_terms"] = {"numpy": _bce_terms_numpy, "cupy": _bce_terms_cupy}
+
+
+def _matmul_into_portable(a, b, out):
+    out[...] = a @ b
+
+
+def _matmul_into_numpy(a, b, out):
+    _np.matmul(a, b, out=out)
+
+
+def _matmul_into_cupy(a, b, out):  # pragma: no cover - needs a GPU
+    import cupy
+    cupy.matmul(a, b, out=out)
+
+
+FAST_PATHS["matmul_into"] = {"numpy": _matmul_into_numpy, "cupy": _matmul_into_cupy}
+
+
+def matmul_into(a, b, out) -> None:
+    """``out[...] = a @ b``. On NumPy and CuPy the product is written by the BLAS straight
+    into ``out`` (no temporary, no copy); elsewhere it is computed, then copied in."""
+    (fast_path("matmul_into", out) or _matmul_into_portable)(a, b, out)
 
 
 # --- threads for bandwidth-bound NumPy kernels ------------------------------------

@@ -109,9 +109,9 @@ class Linear(Module):
         x = self.pop_cache()
         self.check_dy(dy, (x.shape[0], self.d_out))
         xp = B.namespace(dy)
-        self.grads["W"] += x.T @ dy
+        self.grads.add_matmul("W", x.T, dy)             # dW += x.T @ dy
         if "b" in self.params:
-            self.grads["b"] += xp.sum(dy, axis=0)
+            self.grads.add("b", xp.sum(dy, axis=0))     # db += sum(dy, axis=0)
         if not self.input_grad:
             return None
         return dy @ self.params["W"].T
@@ -149,8 +149,8 @@ class TiedLinear(Module):
         x = self.pop_cache()
         self.check_dy(dy, (x.shape[0], self.tied.d_in))
         xp = B.namespace(dy)
-        self.tied.grads["W"] += dy.T @ x
-        self.grads["c"] += xp.sum(dy, axis=0)
+        self.tied.grads.add_matmul("W", dy.T, x)        # dW += dy.T @ x
+        self.grads.add("c", xp.sum(dy, axis=0))         # dc += sum(dy, axis=0)
         return dy @ self.tied.params["W"]
 
 
@@ -425,8 +425,8 @@ class BatchNorm1d(Module):
         self.check_dy(dy, xhat.shape)
         xp = B.namespace(dy)
         n = dy.shape[0]
-        self.grads["gamma"] += xp.sum(dy * xhat, axis=0)
-        self.grads["beta"] += xp.sum(dy, axis=0)
+        self.grads.add("gamma", xp.sum(dy * xhat, axis=0))     # dgamma += sum(dy * xhat)
+        self.grads.add("beta", xp.sum(dy, axis=0))             # dbeta += sum(dy)
         dxhat = dy * self.params["gamma"]
         return inv_std / n * (n * dxhat - xp.sum(dxhat, axis=0)
                               - xhat * xp.sum(dxhat * xhat, axis=0))

@@ -4,6 +4,7 @@ A module owns three dicts of arrays and one cache:
 
 ``params``   name -> array, what the optimizer updates (in place)
 ``grads``    name -> array, same keys and shapes as ``params``; ``backward`` *adds* here
+             (a :class:`Gradients` dict: ``zero_grad`` is lazy, see there)
 ``buffers``  name -> array, state that is not trained (BatchNorm running statistics)
 
 ``forward(x)`` computes the output and, in training mode, stores what ``backward``
@@ -23,7 +24,7 @@ from typing import Iterator
 
 from . import backend as B
 
-__all__ = ["Module", "Sequential", "CacheError", "InputError"]
+__all__ = ["Module", "Sequential", "Gradients", "CacheError", "InputError"]
 
 
 class CacheError(RuntimeError):
@@ -37,13 +38,129 @@ class InputError(ValueError):
 _EMPTY = object()
 
 
+class Gradients(dict):
+    """A module's ``name -> gradient`` dict, with a lazy ``zero()`` and two ways to add.
+
+    ``zero()`` (what :meth:`Module.zero_grad` calls) does not write: it marks every slot
+    as zero. A marked slot is filled with zeros the moment anything reads it
+    (``grads[k]``, ``get``, ``values``, ``items``, ``dict(grads)``, ...), so to every
+    reader it *is* zero. But the next backward's first ``add`` or ``add_matmul`` into a
+    marked slot writes its value straight in: no pass to clear the array first and no
+    temporary to add. For a 784x400 weight that is two passes over 1.25 MB a step saved
+    (PyTorch gets the same from ``zero_grad(set_to_none=True)``; here the slot is never
+    ``None``). The arrays keep their identity: ``grads[k]`` is always the same array.
+
+    In a backward, write ``grads.add(k, v)`` for ``grads[k] += v`` and
+    ``grads.add_matmul(k, a, b)`` for ``grads[k] += a @ b``.
+    """
+
+    __slots__ = ("_zero",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._zero = set()
+
+    def zero(self) -> None:
+        """Make every gradient zero (lazily: no array is written now)."""
+        self._zero = set(dict.keys(self))
+
+    def _take(self, key):
+        """The array under ``key`` for writing a fresh value: True if the slot was zero."""
+        array = dict.__getitem__(self, key)
+        if key in self._zero:
+            self._zero.discard(key)
+            return array, True
+        return array, False
+
+    def add(self, key, value) -> None:
+        """``grads[key] += value`` (copied in if the slot is still zero)."""
+        array, was_zero = self._take(key)
+        if was_zero:
+            array[...] = value
+        else:
+            array += value
+
+    def add_matmul(self, key, a, b) -> None:
+        """``grads[key] += a @ b`` (the product written straight in if the slot is still zero)."""
+        array, was_zero = self._take(key)
+        if was_zero:
+            B.matmul_into(a, b, array)
+        else:
+            array += a @ b
+
+    # --- every read sees zeros where the slot is marked ------------------------------
+    def __getitem__(self, key):
+        array = dict.__getitem__(self, key)
+        if key in self._zero:
+            self._zero.discard(key)
+            array[...] = 0
+        return array
+
+    def __setitem__(self, key, value):
+        self._zero.discard(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self._zero.discard(key)
+        dict.__delitem__(self, key)
+
+    def __iter__(self):     # not dict's own: dict(g), {**g} then read through __getitem__
+        return iter(dict.keys(self))
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def values(self):
+        return [self[k] for k in dict.keys(self)]
+
+    def items(self):
+        return [(k, self[k]) for k in dict.keys(self)]
+
+    def copy(self):
+        return Gradients(self.items())
+
+    def update(self, *args, **kwargs):
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self):
+        key = next(reversed(dict.keys(self)))
+        return key, self.pop(key)
+
+    def clear(self):
+        self._zero = set()
+        dict.clear(self)
+
+    def pop(self, key, *default):
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return dict.pop(self, key, *default)
+
+    def __repr__(self):
+        return f"Gradients({dict(self.items())!r})"
+
+    def __reduce__(self):
+        return (Gradients, (dict(self.items()),))
+
+
 class Module:
     """Base class of every layer and model. Subclass it and write forward and backward."""
 
     def __init__(self):
         object.__setattr__(self, "_modules", {})
         self.params: dict = {}
-        self.grads: dict = {}
+        self.grads: Gradients = Gradients()
         self.buffers: dict = {}
         self.training = True
         self._cache = _EMPTY
@@ -141,9 +258,13 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Every gradient becomes zero (lazily: see :class:`Gradients`)."""
         for m in self.modules():
-            for g in m.grads.values():
-                g[...] = 0
+            if isinstance(m.grads, Gradients):
+                m.grads.zero()
+            else:                          # a plain dict put there by hand
+                for g in m.grads.values():
+                    g[...] = 0
 
     # --- parameters by qualified name -----------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:

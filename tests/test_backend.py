@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: name in FAST_PATHS -> the portable array-API twin it must agree with (the inputs and the
 #: comparison for each are registered in FAST_PATH_TESTS below)
-PORTABLE_TWINS = {"bce_terms": losses.bce_terms}
+PORTABLE_TWINS = {"bce_terms": losses.bce_terms, "matmul_into": B._matmul_into_portable}
 
 
 # --- resolve ---------------------------------------------------------------------------------
@@ -248,8 +248,28 @@ def _compare_bce(fast, portable, logits, target, to_host):
     assert np.all(fsh[lh == 0.0] == 0.5)
 
 
+def _matmul_inputs(seed, dtype):
+    """a (transposed view, as in dW = x.T @ dy), b, and an ``out`` full of junk."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((29, 17)).astype(dtype)
+    b = rng.standard_normal((29, 11)).astype(dtype)
+    out = np.full((17, 11), np.nan, dtype)
+    return a, b, out
+
+
+def _compare_matmul(fast, portable, a, b, out, to_host):
+    out_fast, out_portable = out, out * 1.0                # two junk-filled outputs
+    a_t = a.T
+    assert fast(a_t, b, out_fast) is None and portable(a_t, b, out_portable) is None
+    expected = to_host(a).astype("float64").T @ to_host(b).astype("float64")
+    tol = 1e-5 if to_host(a).dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(to_host(out_fast), expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(to_host(out_fast), to_host(out_portable), rtol=tol, atol=tol)
+
+
 #: name -> (make host inputs(seed, dtype), compare(fast, portable, *device inputs, to_host))
-FAST_PATH_TESTS = {"bce_terms": (_bce_inputs, _compare_bce)}
+FAST_PATH_TESTS = {"bce_terms": (_bce_inputs, _compare_bce),
+                   "matmul_into": (_matmul_inputs, _compare_matmul)}
 
 
 def test_every_fast_path_has_a_test():
