@@ -62,6 +62,9 @@ def parse_args(argv=None):
                         "(default), 'logits' = binary_cross_entropy_with_logits")
     p.add_argument("--torch-fused-adam", action="store_true",
                    help="torch.optim.Adam(fused=True) instead of the default (per-tensor loop)")
+    p.add_argument("--pause", type=float, default=1.0,
+                   help="seconds to sleep before each timed run, so the worker threads the other "
+                        "framework left spinning (OpenBLAS, OpenMP) are asleep (default 1)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the peak-memory subprocesses")
     p.add_argument("--memory-steps", type=int, default=200,
@@ -378,6 +381,7 @@ def main(args):
     for r in range(args.repeats):
         order = FRAMEWORKS if r % 2 == 0 else FRAMEWORKS[::-1]
         for fw in order:
+            time.sleep(args.pause)
             if fw == "scratchae":
                 res = run_scratchae(args.model, args, args.seed + r, device, x_train, x_test)
             else:
