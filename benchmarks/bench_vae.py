@@ -208,6 +208,66 @@ def record_matmuls(model, x_batch):
     return log
 
 
+def step_breakdown(kind, args, device, x_train, steps=150):
+    """Where a scratchae training step's wall time goes, in ms per step.
+
+    Times ``steps`` calls of ``model.train_step`` on consecutive batches, with the clock
+    also read around every Linear / TiedLinear forward and backward (matmuls, bias, dW,
+    db), every optimizer ``step``, and every ``losses.bce_with_logits`` call; "the rest"
+    (activations, sampler, KL, batch checks, Python) is the total minus those.
+    """
+    from scratchae import losses
+    model = scratchae_model(kind, args, 7, device)
+    backend = B.resolve(device)
+    spent = {"Linear layers (matmul, bias, dW, db)": 0.0, "optimizer step (Adam)": 0.0,
+             "BCE with logits (value + gradient)": 0.0}
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - t0
+        return wrapper
+
+    patched = []
+    for mod in model.modules():
+        if isinstance(mod, (Linear, TiedLinear)):
+            mod.forward = timed(mod.forward, "Linear layers (matmul, bias, dW, db)")
+            mod.backward = timed(mod.backward, "Linear layers (matmul, bias, dW, db)")
+            patched.append(mod)
+    for opt in model.optimizers.values():
+        opt.step = timed(opt.step, "optimizer step (Adam)")
+        patched.append(opt)
+    bce = losses.bce_with_logits
+    losses.bce_with_logits = timed(bce, "BCE with logits (value + gradient)")
+    bs = args.batch_size
+    batches = [backend.asarray(x_train[i * bs:(i + 1) * bs], "float32")
+               for i in range(min(steps + 20, len(x_train) // bs))]
+    try:
+        for xb in batches[:20]:                     # warm-up
+            model.train_step(xb)
+        sync(device)
+        for k in spent:
+            spent[k] = 0.0
+        t0 = time.perf_counter()
+        for xb in batches[20:]:
+            model.train_step(xb)
+        sync(device)
+        total = time.perf_counter() - t0
+    finally:
+        losses.bce_with_logits = bce
+        for obj in patched:
+            for name in ("forward", "backward", "step"):
+                obj.__dict__.pop(name, None)
+    n = len(batches) - 20
+    out = {k: 1e3 * v / n for k, v in spent.items()}
+    out["the rest (activations, sampler, KL, checks, Python)"] = 1e3 * total / n - sum(out.values())
+    out["total"] = 1e3 * total / n
+    return out
+
+
 def matmul_flops(log):
     return sum(2.0 * m * k * n for _, m, k, n, _ in log)
 
@@ -397,6 +457,7 @@ def main(args):
     epoch_flops = step_flops * n / args.batch_size          # every matmul is linear in the rows
     best_rate = max(rates.values())
     memory = {} if args.no_memory else {fw: measure_memory(args, fw) for fw in FRAMEWORKS}
+    breakdown = step_breakdown(args.model, args, device, x_train)
 
     sec = {fw: [r["seconds"] for r in results[fw]] for fw in FRAMEWORKS}
     med = {fw: statistics.median(sec[fw]) for fw in FRAMEWORKS}
@@ -459,6 +520,12 @@ def main(args):
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()
+    ideal = step_flops / rates["scratchae"] / 1e6            # ms a step's matmuls need at the rate
+    print(f"scratchae step, where the time goes ({args.batch_size}-row batches, ms/step; the "
+          f"step's matmuls alone need {ideal:.2f} ms at {rates['scratchae']:.0f} GFLOP/s):")
+    for k, v in breakdown.items():
+        print(f"  {k:52s} {v:6.2f}")
+    print()
     if memory:
         print(f"memory: a fresh subprocess per framework loads {args.memory_steps} batches, builds the "
               f"model, reads its RSS ('before'), resets its peak RSS")
@@ -472,7 +539,8 @@ def main(args):
         with open(args.json, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items()}, "results": results,
                        "memory": memory, "step_flops": step_flops, "torch_step_flops": torch_flops,
-                       "rates": rates, "achieved": achieved, "matmuls": log}, f, indent=1)
+                       "rates": rates, "achieved": achieved, "matmuls": log,
+                       "breakdown_ms_per_step": breakdown}, f, indent=1)
 
 
 if __name__ == "__main__":
