@@ -14,14 +14,16 @@ Device names
 
 Fast paths
 ----------
-A few hot element-wise kernels have a NumPy fast path (in-place ``out=`` ufuncs,
-no temporaries) and, on CUDA, a fused CuPy kernel. Each is registered in
+A few hot kernels have a NumPy fast path (in-place ``out=`` ufuncs, no temporaries)
+and, on CUDA, a CuPy one: the BCE's value and gradient from one ``exp`` pass
+(``bce_terms``), and a matmul written by the BLAS straight into an existing array
+(``matmul_into``, what ``Gradients.add_matmul`` uses for ``dW``). Each is registered in
 ``FAST_PATHS`` beside the portable array-API version it must agree with; the tests
 compare every one with its fallback. Optimizer steps over all of a model's arrays
 at once (``adam_step``) are registered in ``FAST_STEPS``: one call per step, no
-temporaries, and optionally split across a small pool of threads
-(``set_num_threads``; NumPy releases the GIL inside a ufunc's loop; see
-:func:`num_threads` for why the default is one).
+temporaries, the arrays cut into cache-sized pieces, and optionally split across a
+small pool of threads (``set_num_threads``; NumPy releases the GIL inside a ufunc's
+loop; see :func:`num_threads` for why the default is one).
 """
 from __future__ import annotations
 
@@ -446,12 +448,16 @@ def num_threads() -> int:
     """Threads the NumPy fast steps use: ``set_num_threads(n)``, else ``$SCRATCHAE_NUM_THREADS``,
     else 1.
 
-    Why 1 by default: right after a matmul, OpenBLAS keeps its own threads spinning on
-    the other cores (for up to ``2**OPENBLAS_THREAD_TIMEOUT`` cycles, 2**28 by default),
-    and a helper thread then competes with a spinner instead of using an idle core. In
-    ``benchmarks/`` a 2-thread Adam step was ~5% *slower* inside training than 1 thread
-    (but ~1.6x faster on its own, and faster in training with ``OPENBLAS_THREAD_TIMEOUT=4``
-    or a single-threaded BLAS). Set 2 or more when your BLAS does not spin.
+    Why 1 by default, measured on the project's 2-core machine (``docs/results.md``):
+
+    - right after a matmul, OpenBLAS keeps its worker threads spinning on the other cores
+      (for up to ``2**OPENBLAS_THREAD_TIMEOUT`` cycles, 2**28 by default), and a helper
+      thread then competes with a spinner instead of using an idle core;
+    - each of a step's ~240 ufunc calls (12 per cache-sized piece) hands the GIL back and
+      forth between the two threads, which costs more than the pieces' work: even with a
+      single-threaded BLAS the 2-thread VAE Adam step took 2.2 ms against 1.6 ms on one.
+
+    Set 2 or more for large models on a BLAS that does not spin.
     """
     if _THREADS["n"] is None:
         env = os.environ.get("SCRATCHAE_NUM_THREADS", "").strip()
