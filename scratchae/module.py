@@ -133,6 +133,8 @@ class Gradients(dict):
         return self[key]
 
     def popitem(self):
+        if not dict.__len__(self):
+            raise KeyError("popitem(): Gradients is empty")
         key = next(reversed(dict.keys(self)))
         return key, self.pop(key)
 

@@ -143,10 +143,17 @@ def test_zero_grad_is_lazy_but_every_read_sees_zeros(device):
         _junk_under_marks(model)
 
 
-def test_backward_after_zero_grad_overwrites_junk_and_matches_a_fresh_model(device):
+def _tied(device, dtype="float64", seed=0):
+    enc = L.Linear(3, 2, _rng(device, seed), dtype=dtype)
+    return Sequential(enc, L.Tanh(), L.TiedLinear(enc, dtype=dtype), L.Linear(3, 2, _rng(device, 5), dtype=dtype))
+
+
+@pytest.mark.parametrize("build", [_mlp, _tied], ids=["mlp", "tied"])
+def test_backward_after_zero_grad_overwrites_junk_and_matches_a_fresh_model(device, build):
+    """In the tied net both layers write the one W: the first writes, the second adds."""
     r = _rng(device, 1)
     x, dy = r.normal((4, 3), "float64"), r.normal((4, 2), "float64")
-    fresh, used = _mlp(device), _mlp(device)
+    fresh, used = build(device), build(device)
     fresh(x)
     fresh.backward(dy)
     used(x)

@@ -586,3 +586,44 @@ def test_sgd_without_momentum_keeps_no_buffers():
     opt = SGD(Toy(), 0.1)
     assert all(bufs == {} for bufs in opt.state.values())
     assert set(opt.state_dict()["state"]) == {"w", "child.b"}
+
+
+# --- subnormal buffers ------------------------------------------------------------------
+def test_flush_tiny_zeroes_only_what_is_about_to_become_subnormal(device):
+    from scratchae.optim import flush_tiny
+    for dtype in ("float32", "float64"):
+        tiny = float(np.finfo(dtype).tiny)
+        host = np.asarray([1e-3, -2e-20, tiny * 1e9, -tiny * 1e9, tiny * 1e7, -tiny * 3e7, tiny,
+                           tiny / 4, -tiny / 8, 0.0, np.nan, np.inf, -5.0], dtype)
+        a = B.from_numpy(host, device=device, dtype=dtype)
+        flush_tiny(a)
+        out = B.to_numpy(a)
+        assert out.dtype == np.dtype(dtype)
+        keep = np.abs(np.nan_to_num(host, nan=1.0)) >= tiny * 1e8
+        np.testing.assert_array_equal(out[keep], host[keep])      # NaN and inf kept as they are
+        assert np.all(out[~keep] == 0.0)
+
+
+def _stopped_gradient(opt_cls, steps, **kw):
+    """A coordinate with a gradient on step 1 only: its buffers then only decay."""
+    model = Toy(dtype="float32")
+    opt = opt_cls(model, **kw)
+    for t in range(1, steps + 1):
+        model.zero_grad()
+        model.grads["w"][0, 0] = 1e-3 if t == 1 else 0.0
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("opt_cls,kw", [(Adam, {}), (SGD, dict(lr=0.1, momentum=0.9)),
+                                        (RMSProp, dict(alpha=0.9))], ids=["adam", "sgd", "rmsprop"])
+def test_decaying_buffers_never_turn_subnormal(opt_cls, kw, monkeypatch):
+    tiny = np.finfo(np.float32).tiny
+    def subnormals(opt):
+        return sum(int(np.sum((a != 0) & (np.abs(a) < tiny))) for bufs in opt.state.values()
+                   for a in bufs.values())
+    # 0.9**t * 1e-3 is subnormal from t ~ 790 on, and stays so for good: k * 2**-149 times
+    # 0.9 rounds back to k * 2**-149 for k < 5, so the decay stalls above zero
+    assert subnormals(_stopped_gradient(opt_cls, 850, **kw)) == 0
+    monkeypatch.setattr("scratchae.optim.FLUSH_EVERY", 10**9)   # without the flush: it does
+    assert subnormals(_stopped_gradient(opt_cls, 850, **kw)) > 0
