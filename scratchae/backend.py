@@ -524,14 +524,32 @@ def _shares(groups, n, piece=_PIECE):
     return [sh for sh in shares if sh]
 
 
-def _adam_numpy(params, grads, ms, vs, *, lr, beta1, beta2, eps, weight_decay, decoupled, t):
+def _planned_shares(groups, n, plan):
+    """``_shares(groups, n)``, kept in the dict ``plan`` while the same arrays come back.
+
+    A training run hands the same parameter, gradient and moment arrays to every step;
+    the plan holds them, and is reused only if every one of them is the same object.
+    """
+    arrays = [a for group in groups for a in group]
+    if plan is not None and plan.get("n") == n and len(plan.get("arrays", ())) == len(arrays) \
+            and all(a is b for a, b in zip(plan["arrays"], arrays)):
+        return plan["shares"]
+    shares = _shares(groups, n)
+    if plan is not None:
+        plan.update(n=n, arrays=arrays, shares=shares)
+    return shares
+
+
+def _adam_numpy(params, grads, ms, vs, *, lr, beta1, beta2, eps, weight_decay, decoupled, t,
+                plan=None):
     """NumPy version of ``optim.Adam._update`` for all parameters at once.
 
     The same ufuncs on the same operands in the same order, so the same bits; but the
-    arrays are cut into cache-sized pieces (``_shares``), each temporary is written into
-    a reusable scratch array (``out=``: no allocation, no page faults), and the pieces
-    are shared among ``num_threads()`` threads. Returns False (nothing done) unless every
-    array is a NumPy array of one dtype, so the caller can run the portable version.
+    arrays are cut into cache-sized pieces (``_shares``, remembered in ``plan``, a dict
+    the optimizer keeps), each temporary is written into a reusable scratch array
+    (``out=``: no allocation, no page faults), and the pieces are shared among
+    ``num_threads()`` threads. Returns False (nothing done) unless every array is a NumPy
+    array of one dtype, so the caller can run the portable version.
     """
     groups = list(zip(params, grads, ms, vs))
     dtype = params[0].dtype if params else None
@@ -539,20 +557,23 @@ def _adam_numpy(params, grads, ms, vs, *, lr, beta1, beta2, eps, weight_decay, d
         for a in arrays:
             if type(a) is not _np.ndarray or a.dtype != dtype:
                 return False
-        if any(tuple(a.shape) != tuple(arrays[0].shape) for a in arrays):
+        if any(a.shape != arrays[0].shape for a in arrays):
             return False
     b1, b2 = beta1, beta2
     step_size, eps_hat = adam_scalars(lr, b1, b2, eps, t)
     shrink = 1.0 - lr * weight_decay
 
     def work(share):
+        biggest = max(p.size for p, *_ in share)
+        scratch = _scratch("adam_tmp", dtype, biggest)
+        scratch_g = _scratch("adam_g", dtype, biggest) if weight_decay != 0.0 else None
         for p, g, m, v in share:
-            tmp = _scratch("adam_tmp", dtype, p.size).reshape(p.shape)
+            tmp = scratch[:p.size].reshape(p.shape)
             if weight_decay != 0.0:
                 if decoupled:
                     p *= shrink
                 else:                       # g = g + weight_decay * p
-                    g2 = _scratch("adam_g", dtype, p.size).reshape(p.shape)
+                    g2 = scratch_g[:p.size].reshape(p.shape)
                     _np.multiply(weight_decay, p, out=g2)
                     _np.add(g, g2, out=g2)
                     g = g2
@@ -569,7 +590,7 @@ def _adam_numpy(params, grads, ms, vs, *, lr, beta1, beta2, eps, weight_decay, d
             tmp *= step_size
             p -= tmp
 
-    shares = _shares(groups, num_threads())
+    shares = _planned_shares(groups, num_threads(), plan)
     _run_parallel([lambda sh=sh: work(sh) for sh in shares])
     return True
 

@@ -157,24 +157,27 @@ class TiedLinear(Module):
 class ReLU(Module):
     r"""``y = max(x, 0)``.
 
-    Backward, with ``(x > 0)`` as 1.0 / 0.0::
+    Backward, with ``sign(y)`` = ``(x > 0)`` as 1.0 / 0.0 (y is never negative)::
 
-        dx = dy * (x > 0)
+        dx = dy * sign(y)
 
     The derivative at exactly 0 is taken as 0 (a kink: the gradient checker reports it).
-    Cache: x > 0, as 1.0 / 0.0 in x's dtype (a multiply by it is many times faster on
-    NumPy than ``where(x > 0, dy, 0)``, whose select mispredicts on every sign change).
+    Cache: y. One pass forward, two backward, and a multiply by a float mask is many
+    times faster on NumPy than ``where(x > 0, dy, 0)``, whose select mispredicts on
+    every sign change.
     """
 
     def forward(self, x):
         xp = B.namespace(x)
-        self.save_cache(xp.astype(x > 0, x.dtype))
-        return xp.maximum(x, 0.0)
+        y = xp.maximum(x, 0.0)
+        self.save_cache(y)
+        return y
 
     def backward(self, dy):
-        positive = self.pop_cache()
-        self.check_dy(dy, positive.shape)
-        return dy * positive
+        y = self.pop_cache()
+        self.check_dy(dy, y.shape)
+        xp = B.namespace(dy)
+        return dy * xp.sign(y)
 
 
 class LeakyReLU(Module):

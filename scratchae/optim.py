@@ -380,7 +380,8 @@ class Adam(Optimizer):
         return kernel([params[key] for params, key, _, _ in slots], [g for _, _, g, _ in slots],
                       [state["m"] for *_, state in slots], [state["v"] for *_, state in slots],
                       lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                      weight_decay=self.weight_decay, decoupled=self._decoupled, t=t)
+                      weight_decay=self.weight_decay, decoupled=self._decoupled, t=t,
+                      plan=self.__dict__.setdefault("_fast_plan", {}))
 
     def _update(self, params, key, g, state, t):
         p = params[key]

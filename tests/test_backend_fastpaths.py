@@ -136,6 +136,26 @@ def test_adam_fast_step_leaves_grads_alone_and_updates_in_place():
         assert p is arrays[n]
 
 
+def test_adam_plan_is_reused_while_the_arrays_stay_and_rebuilt_when_they_change():
+    model = Bag("float32")
+    opt = Adam(model, lr=1e-2)
+    _fill_grads(model, 1)
+    opt.step()
+    plan = opt._fast_plan
+    shares = plan["shares"]
+    _fill_grads(model, 2)
+    opt.step()
+    assert opt._fast_plan["shares"] is shares                  # same arrays: same plan
+    model.to(dtype="float64")                                  # new arrays everywhere
+    _fill_grads(model, 3)
+    before = {n: np.array(p, copy=True) for n, p in model.named_parameters()}
+    opt.step()
+    assert opt._fast_plan["shares"] is not shares
+    assert all(piece[0].dtype == np.float64 for share in opt._fast_plan["shares"] for piece in share)
+    for n, p in model.named_parameters():                      # and the new arrays moved
+        assert not np.array_equal(p, before[n]), n
+
+
 # --- threads ------------------------------------------------------------------------------
 
 def test_set_num_threads():
