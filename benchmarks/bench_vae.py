@@ -214,7 +214,9 @@ def step_breakdown(kind, args, device, x_train, steps=150):
     Times ``steps`` calls of ``model.train_step`` on consecutive batches, with the clock
     also read around every Linear / TiedLinear forward and backward (matmuls, bias, dW,
     db), every optimizer ``step``, and every ``losses.bce_with_logits`` call; "the rest"
-    (activations, sampler, KL, batch checks, Python) is the total minus those.
+    (activations, sampler, KL, batch checks, Python) is the total minus those. On CUDA the
+    device is synchronized around each timed call, so there the parts add up to more than
+    an unsynchronized step takes.
     """
     from scratchae import losses
     model = scratchae_model(kind, args, 7, device)
@@ -222,12 +224,18 @@ def step_breakdown(kind, args, device, x_train, steps=150):
     spent = {"Linear layers (matmul, bias, dW, db)": 0.0, "optimizer step (Adam)": 0.0,
              "BCE with logits (value + gradient)": 0.0}
 
+    on_gpu = device.startswith("cuda")
+
     def timed(fn, key):
         def wrapper(*a, **k):
+            if on_gpu:                  # kernels run asynchronously: wait before each clock read
+                sync(device)
             t0 = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
+                if on_gpu:
+                    sync(device)
                 spent[key] += time.perf_counter() - t0
         return wrapper
 
