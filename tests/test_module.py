@@ -97,13 +97,18 @@ def test_zero_grad(device):
         assert not np.any(_host(g)), name
 
 
-def test_grads_accumulate_across_passes(device):
-    model = _mlp(device)
+def _one_pass(model, device):
+    """One forward and backward on a fixed batch: (x, dy, the gradients on the host)."""
     r = _rng(device, 1)
     x, dy = r.normal((4, 3), "float64"), r.normal((4, 2), "float64")
     model(x)
     model.backward(dy)
-    once = {n: _host(g) for n, g in model.named_grads()}
+    return x, dy, {n: _host(g) for n, g in model.named_grads()}
+
+
+def test_grads_accumulate_across_passes(device):
+    model = _mlp(device)
+    x, dy, once = _one_pass(model, device)
     model(x)
     model.backward(dy)
     for n, g in model.named_grads():
@@ -169,11 +174,7 @@ def test_backward_after_zero_grad_overwrites_junk_and_matches_a_fresh_model(devi
 def test_a_gradient_written_between_zero_grad_and_backward_is_kept(device):
     """Touching a slot (here: an L2 term added by hand) un-marks it: backward then adds."""
     model = _mlp(device)
-    r = _rng(device, 1)
-    x, dy = r.normal((4, 3), "float64"), r.normal((4, 2), "float64")
-    model(x)
-    model.backward(dy)
-    once = {n: _host(g) for n, g in model.named_grads()}
+    x, dy, once = _one_pass(model, device)
     model.zero_grad()
     _junk_under_marks(model)
     model[0].grads["W"] += 1.0
