@@ -327,7 +327,7 @@ def builtin_layers(d, rng):
 
 
 def cmd_gradcheck(args):
-    from .gradcheck import check_layer
+    from .gradcheck import GradcheckError, check_layer
     shape = tuple(int(s) for s in args.shape.split(","))
     rng = B.Generator(args.seed)
     if args.target:
@@ -339,13 +339,16 @@ def cmd_gradcheck(args):
             factory = getattr(importlib.import_module(mod_name), attr)
         except (ImportError, AttributeError) as err:
             raise CLIError(f"cannot load {args.target}: {err}") from None
-        layer = factory()
+        try:
+            layer = factory()
+        except Exception as err:
+            raise CLIError(f"cannot build {args.target}(): {type(err).__name__}: {err}") from None
         if hasattr(layer, "to"):
             layer.to(dtype="float64")
         entries = [(args.target, layer, ())]
     else:
         entries = builtin_layers(shape[1], rng)
-    ok = True
+    verdicts = []
     for name, layer, kinks in entries:
         x = rng.normal(shape, "float64")
         if kinks:
@@ -354,12 +357,19 @@ def cmd_gradcheck(args):
         fk = {}
         if name == "Dropout":
             fk = {"mask": rng.bernoulli(shape, 0.7, "float64")}
-        report = check_layer(layer, x, forward_kwargs=fk)
+        try:
+            report = check_layer(layer, x, forward_kwargs=fk)
+        except GradcheckError as err:
+            raise CLIError(str(err)) from None
         print(report)
         print()
-        ok &= report.passed
-    print("all passed" if ok else "SOME CHECKS FAILED")
-    return 0 if ok else 1
+        verdicts.append(report.verdict)
+    failed, unsure = verdicts.count("FAILED"), verdicts.count("inconclusive")
+    if not failed and not unsure:
+        print("all passed")
+        return 0
+    print(f"SOME CHECKS FAILED: {failed} failed, {unsure} inconclusive, of {len(verdicts)}")
+    return 1
 
 
 def main(argv=None):

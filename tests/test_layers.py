@@ -38,9 +38,9 @@ def test_layer_gradients_match_finite_differences(device, name, data, shape):
     layer = factory(shape[1], _rng(device, 1))
     x = data.draw(arrays_on(device, shape, away_from=kinks, margin=0.05))
     report = check_layer(layer, x)
-    assert report.passed, str(report)
-    # examples where the check compares nothing (ReLU of all-negative x) do not count
-    assume(report.row("dx").numerical_norm > 0)
+    assert not report.failed, str(report)
+    # examples where the check proves nothing (ReLU of all-negative x: inconclusive) do not count
+    assume(report.passed)
 
 
 def test_batchnorm_nonzero_gamma_beta(device):
@@ -57,7 +57,8 @@ def test_dropout_with_injected_mask(device, data, shape):
     x = data.draw(arrays_on(device, shape))
     mask = r.bernoulli(shape, 0.6, "float64")
     report = check_layer(L.Dropout(0.4, r), x, forward_kwargs={"mask": mask})
-    assert report.passed, str(report)
+    assert not report.failed, str(report)
+    assume(report.passed)              # an all-zero mask makes every gradient zero: inconclusive
 
 
 def test_tied_linear_gradient_reaches_the_tied_weight(device):

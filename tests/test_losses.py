@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from scratchae import backend as B
 from scratchae import losses
@@ -19,7 +19,9 @@ def test_mse(device, data, shape):
     value, _ = losses.mse(pred, target)
     p, t = B.to_numpy(pred), B.to_numpy(target)
     assert abs(B.to_scalar(value) - ((p - t) ** 2).sum() / shape[0]) < 1e-10
-    assert check_function(losses.mse, pred, target).passed
+    rep = check_function(losses.mse, pred, target)
+    assert not rep.failed, str(rep)
+    assume(rep.passed)              # pred == target: every gradient zero, inconclusive
 
 
 @given(data=st.data(), shape=batch_shapes())

@@ -1,0 +1,320 @@
+"""Finite differences with an error estimate, and the comparison of each entry against it.
+
+The model (derived in ``docs/gradcheck.md``): for an entry a_i with step h = eps * max(1, |a_i|),
+four evaluations of the scalar L give two central differences c(h) and c(h/2). Then
+
+    numerical   n   = (4 c(h/2) - c(h)) / 3                 Richardson: truncation O(h^4)
+    truncation  T   = |c(h) - c(h/2)| / 3                   the error estimate of c(h/2) (>= n's)
+    rounding    R   = 12 * sigma / h                        sigma: noise of one evaluation of L
+    tolerance   tol = atol + rtol * |n| + 2 T + R
+
+``sigma`` is measured, not assumed: the fourth difference of L along a random direction at a
+step far below h cancels every polynomial term up to the cubic, so what remains is rounding
+noise; it is floored at 2 u |L| (u the unit roundoff). An entry with |a - n| > tol FAILS unless
+its own fourth difference (the five points -h, -h/2, 0, h/2, h) is far above the noise: then
+the function is not smooth inside the stencil (a ReLU kink, a tie in a max, a degenerate
+BatchNorm batch) and the entry is reported as a non-differentiable point, not scored.
+
+This module is host-side bookkeeping around device arrays: values of L are Python floats,
+analytic gradients are copied to the host once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .. import backend as B
+from .report import FAILED, INCONCLUSIVE, PASSED, Row, factor_text, hint
+
+hnp = B.host  # NumPy, for the host-side comparison only (never for the math being checked)
+
+#: rounding multiplier: |n - dL/da| from noise stays below ROUNDING_Z * sigma / h (about 6 sd)
+ROUNDING_Z = 12.0
+#: truncation multiplier on T (a kink at a third of the step needs > 1.5; smooth needs < 1)
+TRUNCATION_Z = 2.0
+#: a stencil's fourth difference above this many sigma marks a non-differentiable point
+KINK_Z = 50.0
+#: the floor of sigma, in units of u * |L|
+ROUNDING_FLOOR = 2.0
+
+
+@dataclass
+class Target:
+    """One array to check: ``array`` is perturbed in place, ``analytic`` is its gradient."""
+    name: str
+    array: object
+    analytic: object = None
+    overwritten: object = None     # host copy of the raw grads (for the "+=" hint), or None
+    problem: str = ""              # a broken contract: the row fails without comparing
+    slack: object = None           # host array: rounding of the analytic value itself, or None
+
+
+def unravel(i, shape):
+    idx = []
+    for s in reversed(shape):
+        idx.append(i % s)
+        i //= s
+    return tuple(reversed(idx))
+
+
+def size(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+class Differencer:
+    """Evaluates the scalar ``f()`` around the current arrays and scores analytic gradients."""
+
+    def __init__(self, f, f0, magnitude, unit_roundoff, tol, rng, nondet_tol=0.0):
+        self.f, self.f0 = f, f0
+        self.tol = tol
+        self.rng = rng                                  # a host NumPy Generator (the checker's own)
+        self.floor = ROUNDING_FLOOR * unit_roundoff * max(abs(f0), magnitude) + nondet_tol
+        self.sigma = self.floor
+
+    # --- the noise of L -------------------------------------------------------------------
+    def _probe(self, a, v, tau, points=4):
+        """Median fourth difference of L along v at step tau (pure rounding noise when smooth)."""
+        xp = B.namespace(a)
+        orig = xp.asarray(a, copy=True)
+        vals = {0: self.f0}
+        for k in range(-points, points + 1):
+            if k:
+                a[...] = orig + (k * tau) * v
+                vals[k] = self.f()
+        a[...] = orig
+        d4 = [abs(vals[k - 2] - 4 * vals[k - 1] + 6 * vals[k] - 4 * vals[k + 1] + vals[k + 2])
+              for k in range(-points + 2, points - 1)]
+        return float(hnp.median(d4)) / (0.6745 * math.sqrt(70.0))
+
+    def measure_noise(self, targets, per_target=2, max_targets=3):
+        """sigma: fourth differences of L at a step of h/256 along single entries.
+
+        Several entries of several arrays are probed and the median taken, so one probe that
+        happens to sit on a kink does not inflate the tolerance of the whole check.
+        """
+        targets = [t for t in targets if not t.problem and size(tuple(t.array.shape))]
+        estimates = []
+        for t in targets[:max_targets]:
+            a = t.array
+            m = size(tuple(a.shape))
+            for i in self.rng.choice(m, size=min(per_target, m), replace=False):
+                v = self._direction(a, support=[int(i)])
+                old = float(a[unravel(int(i), tuple(a.shape))]) if a.shape else float(a)
+                estimates.append(self._probe(a, v, self.tol["eps"] * max(1.0, abs(old)) / 256.0))
+        if estimates:
+            est = float(hnp.median(estimates)) if len(estimates) >= 3 else min(estimates)
+            self.sigma = max(self.floor, est)
+        return self.sigma
+
+    def _direction(self, a, rademacher=False, support=None):
+        shape = tuple(a.shape)
+        if rademacher:
+            v = self.rng.integers(0, 2, size=shape).astype("float64") * 2.0 - 1.0
+        else:
+            v = self.rng.standard_normal(shape)
+        if support is not None:
+            mask = hnp.zeros(size(shape), dtype=bool)
+            mask[support] = True
+            v = v * mask.reshape(shape)
+        v = v / max(float(hnp.linalg.norm(v)), 1e-300)
+        return B.resolve(a).asarray(v, B.dtype_name(a.dtype))
+
+    # --- stencils ----------------------------------------------------------------------------
+    def entry_stencil(self, a, idx, h):
+        """L at a_i + s for s in (-h, -h/2, h/2, h), with the steps actually taken."""
+        old = float(a[idx])
+        vals, steps = [], []
+        for s in (-h, -h / 2, h / 2, h):
+            a[idx] = old + s
+            steps.append(float(a[idx]) - old)
+            vals.append(self.f())
+        a[idx] = old
+        return vals, steps
+
+    def direction_stencil(self, a, v, t):
+        xp = B.namespace(a)
+        orig = xp.asarray(a, copy=True)
+        vals = []
+        for s in (-t, -t / 2, t / 2, t):
+            a[...] = orig + s * v
+            vals.append(self.f())
+        a[...] = orig
+        return vals, [-t, -t / 2, t / 2, t]
+
+    def estimate(self, vals, steps):
+        """(n, T, d4) from a four-point stencil: Richardson value, truncation, fourth difference."""
+        fm1, fm2, fp2, fp1 = vals
+        sm1, sm2, sp2, sp1 = steps
+        c1 = (fp1 - fm1) / (sp1 - sm1)
+        c2 = (fp2 - fm2) / (sp2 - sm2)
+        n = (4.0 * c2 - c1) / 3.0
+        d4 = fm1 - 4.0 * fm2 + 6.0 * self.f0 - 4.0 * fp2 + fp1
+        d4 -= c2 * (sm1 - 4.0 * sm2 - 4.0 * sp2 + sp1)   # the steps actually taken are not exact
+        return n, abs(c1 - c2) / 3.0, abs(d4)
+
+    def tolerance(self, n, trunc, h, extra=0.0):
+        return (self.tol["atol"] + self.tol["rtol"] * abs(n) + TRUNCATION_Z * trunc
+                + ROUNDING_Z * self.sigma / h + extra)
+
+    def is_kink(self, d4):
+        return d4 > KINK_Z * self.sigma
+
+    def confirmed(self, analytic, stencil, h, extra=0.0):
+        """A mismatch stands only if it stands at a 4x larger and a 4x smaller step too.
+
+        A wrong gradient is wrong at every step; a mismatch that comes and goes with the step
+        is the finite difference's own (rounding inside the layer that the noise probe could
+        not see, e.g. a saturated tanh whose last bits a BatchNorm amplifies).
+        """
+        for s in (4.0 * h, h / 4.0):
+            vals, steps = stencil(s)
+            n, trunc, d4 = self.estimate(vals, steps)
+            if self.is_kink(d4) or abs(analytic - n) <= self.tolerance(n, trunc, s, extra):
+                return False
+        return True
+
+    # --- rows ----------------------------------------------------------------------------
+    def elementwise(self, t: Target) -> Row:
+        a, shape = t.array, tuple(t.array.shape)
+        an = B.to_numpy(t.analytic).astype("float64").ravel()
+        m = size(shape)
+        num = hnp.zeros(m)
+        err = hnp.zeros(m)
+        tol = hnp.zeros(m)
+        kink = hnp.zeros(m, dtype=bool)
+        unstable = hnp.zeros(m, dtype=bool)
+        for i in range(m):
+            idx = unravel(i, shape)
+            h = self.tol["eps"] * max(1.0, abs(float(a[idx])))
+            vals, steps = self.entry_stencil(a, idx, h)
+            n, trunc, d4 = self.estimate(vals, steps)
+            num[i], err[i] = n, abs(an[i] - n)
+            slack = 0.0 if t.slack is None else float(t.slack[i])
+            tol[i] = self.tolerance(n, trunc, h, slack)
+            if err[i] > tol[i]:
+                if self.is_kink(d4):
+                    kink[i] = True
+                elif not self.confirmed(an[i], lambda s: self.entry_stencil(a, idx, s), h, slack):
+                    kink[i], unstable[i] = True, True
+        row = Row(t.name, shape, "elementwise")
+        self._fill(row, an, num, err, tol, kink, lambda w: unravel(w, shape) if shape else ())
+        row.unstable = int(hnp.sum(unstable))
+        if row.status == FAILED:
+            row.hint = hint(an, num, shape, t.overwritten, hnp)
+        return row
+
+    def directional(self, t: Target, k: int) -> Row:
+        a, shape = t.array, tuple(t.array.shape)
+        xp = B.namespace(a)
+        g = t.analytic
+        step = self.tol["eps"] * max(1.0, _rms(a))
+        # rounding of a + s v, entry by entry, moves L by up to u * sum|g a| (per unit step)
+        u = hnp.finfo(B.dtype_name(a.dtype)).eps / 2
+        representation = 4.0 * u * B.to_scalar(xp.sum(xp.abs(g * a))) / step
+        if t.slack is not None:   # |sum(slack * v)| <= ||slack|| for a unit v
+            representation += float(hnp.linalg.norm(t.slack))
+        sigma = self.sigma
+        self.sigma = max(sigma, self._probe(a, self._direction(a), step / 256.0))
+        an, num, err, tol, kink = [], [], [], [], []
+        dirs = []
+        for _ in range(k):
+            v = self._direction(a)
+            vals, steps = self.direction_stencil(a, v, step)
+            n, trunc, d4 = self.estimate(vals, steps)
+            ana = B.to_scalar(xp.sum(g * v))
+            an.append(ana), num.append(n), err.append(abs(ana - n))
+            tol.append(self.tolerance(n, trunc, step, representation))
+            bad = err[-1] > tol[-1]
+            kink.append(bad and (self.is_kink(d4) or not self.confirmed(
+                ana, lambda s, v=v: self.direction_stencil(a, v, s), step, representation)))
+            dirs.append(v)
+        an, num, err, tol, kink = map(hnp.asarray, (an, num, err, tol, kink))
+        row = Row(t.name, shape, f"directional({k})")
+        self._fill(row, an, num, err, tol, kink, lambda w: f"dir {w}")
+        row.analytic_norm = B.to_scalar(xp.sqrt(xp.sum(g * g)))
+        if row.status == FAILED:
+            self._explain_directional(row, t, an, num)
+        self.sigma = sigma
+        return row
+
+    def _fill(self, row, an, num, err, tol, kink, where):
+        scored = ~kink
+        row.scored, row.kinks = int(hnp.sum(scored)), int(hnp.sum(kink))
+        row.analytic_norm = float(hnp.linalg.norm(an))
+        row.numerical_norm = float(hnp.linalg.norm(num[scored])) if row.scored else 0.0
+        if not row.scored:
+            row.status = INCONCLUSIVE
+            row.hint = ("every entry sits at a non-differentiable point (its one-sided differences "
+                        "disagree): move the input away from kinks")
+            return
+        excess = hnp.where(scored, err / hnp.maximum(tol, 1e-300), -hnp.inf)
+        w = int(hnp.argmax(excess))
+        row.worst = where(w)
+        row.analytic, row.numerical, row.tolerance = float(an[w]), float(num[w]), float(tol[w])
+        row.max_abs_err = float(hnp.max(hnp.where(scored, err, 0.0)))
+        row.max_rel_err = float(err[w] / max(abs(an[w]), abs(num[w]), 1e-300)) if err[w] > 0 else 0.0
+        row.status = FAILED if bool(hnp.any(scored & (err > tol))) else PASSED
+
+    # --- localising a directional failure ------------------------------------------------------
+    def _explain_directional(self, row, t, an, num):
+        if row.analytic_norm == 0.0:
+            row.hint = "backward gives an all-zero gradient here (not routed to this array?)"
+            return
+        scale = None
+        if len(an) >= 2 and float(hnp.dot(num, num)) > 0:
+            c = float(hnp.dot(an, num) / hnp.dot(num, num))
+            resid = float(hnp.linalg.norm(an - c * num)) / max(float(hnp.linalg.norm(an)), 1e-300)
+            if resid < 1e-3:
+                scale = c
+        idx, a_i, n_i = self.localise(t)
+        row.worst, row.analytic, row.numerical = idx, a_i, n_i
+        row.max_rel_err = abs(a_i - n_i) / max(abs(a_i), abs(n_i), 1e-300) if a_i != n_i else 0.0
+        if scale is not None and abs(scale + 1) < 1e-3:
+            row.hint = f"sign flipped (e.g. at {idx}, found by bisection)"
+        elif scale is not None:
+            row.hint = (f"analytic = {factor_text(scale)} x numerical in every direction (a scale "
+                        f"error; e.g. at {idx}, found by bisection)")
+        else:
+            row.hint = f"wrong at {idx} (found by bisection; other entries may be wrong too)"
+
+    def localise(self, t: Target):
+        """The worst entry of a failing directional row, by bisection (~log2(m) levels).
+
+        Each level compares the two halves of the candidate set along random +-1 directions
+        restricted to each half (4 evaluations of L per half) and keeps the half whose
+        analytic-minus-numerical gap, over its tolerance, is larger. The last entry is then
+        differenced on its own.
+        """
+        a, shape = t.array, tuple(t.array.shape)
+        xp = B.namespace(a)
+        g = t.analytic
+        cand = hnp.arange(size(shape))
+        step = self.tol["eps"] * max(1.0, _rms(a))
+        while cand.size > 1:
+            halves = (cand[: cand.size // 2], cand[cand.size // 2:])
+            scores = []
+            for half in halves:
+                v = self._direction(a, rademacher=True, support=half)
+                vals, steps = self.direction_stencil(a, v, step)
+                n, trunc, _ = self.estimate(vals, steps)
+                gap = abs(B.to_scalar(xp.sum(g * v)) - n)
+                scores.append(gap / self.tolerance(n, trunc, step))
+            cand = halves[int(scores[1] > scores[0])]
+        i = int(cand[0])
+        idx = unravel(i, shape) if shape else ()
+        h = self.tol["eps"] * max(1.0, abs(float(a[idx])))
+        vals, steps = self.entry_stencil(a, idx, h)
+        n, _, _ = self.estimate(vals, steps)
+        a_i = float(B.to_numpy(g).reshape(-1)[i]) if shape else float(B.to_numpy(g))
+        return idx, a_i, n
+
+
+def _rms(a) -> float:
+    xp = B.namespace(a)
+    m = size(tuple(a.shape))
+    if not m:
+        return 0.0
+    return math.sqrt(B.to_scalar(xp.sum(a * a)) / m)
