@@ -109,6 +109,9 @@ def _contract(name, grad, ref, ref_name):
     gw, rw = _where(grad), _where(ref)
     if gw != rw:
         return f"gradient lives on {gw}, expected {rw} (where {ref_name} lives)"
+    bad = int(B.host.sum(~B.host.isfinite(B.to_numpy(grad))))
+    if bad:
+        return f"gradient has {bad} NaN or inf entr{'ies' if bad > 1 else 'y'} (a division by zero?)"
     return ""
 
 
