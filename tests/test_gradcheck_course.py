@@ -496,3 +496,114 @@ def test_a_report_renders_as_html():
     report = check_layer(BiasMean(3, 2, _rng(cpu), dtype="float64"), _rng(cpu, 1).normal((4, 3), "float64"))
     html = report._repr_html_()
     assert html.startswith("<div>") and "<table>" in html and "FAIL" in html and "<td><code>b</code></td>" in html
+
+
+# --- 9. found in review: the domain edge, a forgotten return, children in a list ------------
+
+class Sqrt(Module):
+    half = 0.5
+
+    def forward(self, x):
+        self.save_cache(x)
+        return B.namespace(x).sqrt(x)
+
+    def backward(self, dy):
+        x = self.pop_cache()
+        return dy * self.half / B.namespace(x).sqrt(x)
+
+
+class SqrtMissingHalf(Sqrt):
+    half = 1.0                                          # BUG: d sqrt(x) = 0.5 / sqrt(x)
+
+
+def test_a_step_that_leaves_the_domain_is_not_an_ok(device):
+    x = _on(device, np.random.default_rng(4).uniform(1e-6, 5e-5, (3, 4)))
+    assert check_layer(Sqrt(), x).passed
+    report = check_layer(SqrtMissingHalf(), x)
+    assert report.failed and "0.5" in report.row("dx").hint, str(report)
+
+
+class LinearNoReturn(L.Linear):
+    def backward(self, dy):
+        x = self.pop_cache()
+        self.grads["W"] += x.T @ dy
+        self.grads["b"] += B.namespace(dy).sum(dy, axis=0)
+        dx = dy @ self.params["W"].T                    # BUG: never returned
+
+
+def test_a_forgotten_return_fails(device):
+    report = check_layer(LinearNoReturn(3, 3, _rng(device), dtype="float64"), _rng(device, 1).normal((4, 3), "float64"))
+    assert report.failed and any("returned None" in p for p in report.problems), str(report)
+    # a Linear that declares no input gradient returns None on purpose
+    ok = check_layer(L.Linear(3, 3, _rng(device), input_grad=False, dtype="float64"),
+                     _rng(device, 1).normal((4, 3), "float64"))
+    assert ok.passed, str(ok)
+
+
+class ListBlock(Module):
+    def __init__(self, layers):
+        super().__init__()
+        self.blocks = list(layers)                       # children in a plain list
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def backward(self, dy):
+        for b in reversed(self.blocks):
+            dy = b.backward(dy)
+        return dy
+
+
+def test_children_in_a_list_are_checked(device):
+    x = _rng(device, 2).normal((4, 3), "float64")
+    good = check_layer(ListBlock([L.Linear(3, 4, _rng(device, 1), dtype="float64"), L.Tanh()]), x)
+    assert good.passed and [r.name for r in good.rows] == ["dx", "blocks.0.W", "blocks.0.b"], str(good)
+    bad = check_layer(ListBlock([BiasMean(3, 4, _rng(device, 1), dtype="float64"), L.Tanh()]), x)
+    assert {r.name for r in bad.rows if r.failed} == {"blocks.0.b"}, str(bad)
+
+
+def test_a_layer_without_super_init_is_one_line():
+    class NoInit(Module):
+        def __init__(self):
+            self.k = 2
+
+    with pytest.raises(GradcheckError, match="super\\(\\).__init__"):
+        check_layer(NoInit(), np.ones((2, 2)))
+
+
+def test_a_constant_dy_is_noted():
+    x = np.random.default_rng(1).normal(size=(3, 4))
+    report = check_layer(L.Tanh(), x, dy=np.ones((3, 4)))
+    assert any("constant" in n for n in report.notes)
+
+
+class LayerNorm(Module):
+    """Per row: y = (x - mean) / sqrt(var + eps).  Backward as BatchNorm's, along axis 1."""
+    mean_term = True
+
+    def forward(self, x):
+        xp = B.namespace(x)
+        mu = xp.mean(x, axis=1, keepdims=True)
+        c = x - mu
+        inv = 1.0 / xp.sqrt(xp.mean(c * c, axis=1, keepdims=True) + 1e-12)
+        self.save_cache(c * inv, inv)
+        return c * inv
+
+    def backward(self, dy):
+        xhat, inv = self.pop_cache()
+        xp = B.namespace(dy)
+        d = dy.shape[1]
+        mean_term = xp.sum(dy, axis=1, keepdims=True) if self.mean_term else 0.0
+        return inv / d * (d * dy - mean_term - xhat * xp.sum(dy * xhat, axis=1, keepdims=True))
+
+
+class LayerNormNoMean(LayerNorm):
+    mean_term = False                                   # BUG: forgets that the mean depends on x
+
+
+def test_inputs_far_smaller_than_one_are_stepped_to_their_own_scale(device):
+    x = 1e-5 * _rng(device).normal((4, 5), "float64")
+    assert check_layer(LayerNorm(), x).passed
+    assert check_layer(LayerNormNoMean(), x).failed
