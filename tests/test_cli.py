@@ -145,3 +145,30 @@ def test_gradcheck_command_builtin_and_user_layer(tmp_path):
     proc = run(["gradcheck", "mylayer:Cube"], tmp_path, check=False)
     assert proc.returncode == 1
     assert "FAIL" in proc.stdout and "0.666667 x numerical" in proc.stdout
+
+
+def test_gradcheck_command_catches_bugs_hidden_by_a_shared_seed(tmp_path):
+    """The command draws x from --seed 0; the checker's dy comes from its own stream, so a
+    backward using dy where x belongs, and a transposed square dW, fail."""
+    (tmp_path / "seedbugs.py").write_text(
+        "from scratchae import Module, backend as B, layers as L\n"
+        "class Square(Module):\n"
+        "    def forward(self, x):\n"
+        "        self.save_cache(x)\n"
+        "        return x * x\n"
+        "    def backward(self, dy):\n"
+        "        self.pop_cache()\n"
+        "        return 2 * dy * dy          # wrong: 2 * x * dy\n"
+        "class Transposed(L.Linear):\n"
+        "    def backward(self, dy):\n"
+        "        x = self.pop_cache()\n"
+        "        self.grads['W'] += dy.T @ x     # wrong: x.T @ dy\n"
+        "        self.grads['b'] += B.namespace(dy).sum(dy, axis=0)\n"
+        "        return dy @ self.params['W'].T\n"
+        "def square_linear():\n"
+        "    return Transposed(5, 5, B.Generator(0), dtype='float64')\n")
+    for target in ("seedbugs:Square", "seedbugs:square_linear"):
+        proc = run(["gradcheck", target, "--seed", "0"], tmp_path, check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert "FAILED" in proc.stdout and "SOME CHECKS FAILED" in proc.stdout
+    assert "looks transposed" in proc.stdout
