@@ -36,8 +36,8 @@ TRUNCATION_Z = 2.0
 KINK_Z = 50.0
 #: the floor of sigma, in units of u * |L|
 ROUNDING_FLOOR = 2.0
-#: where L does not change at all, an analytic value below this fraction of the largest gradient
-#: in the check is taken as rounding (a zero gradient computed through cancelling terms)
+#: where L does not change at all (bitwise, at every step), an analytic value below this fraction of
+#: the largest gradient in the check is taken as rounding (a zero computed through cancelling terms)
 FLAT_FLOOR = 1e-9
 #: a noise-limited entry is re-measured at REFINE_FACTOR times the step, up to REFINE_CAP * max(|a_i|, rms(a))
 REFINE_FACTOR, REFINE_CAP = 8.0, 1e-1
@@ -269,8 +269,8 @@ class Differencer:
             if not math.isfinite(n):            # no finite difference at any step: not scored
                 num[i], err[i], kink[i], outside[i] = 0.0, 0.0, True, True
                 continue
-            if abs(n) <= self.tolerance(0.0, trunc, h):   # numerically zero: backward's rounding
-                tol[i] += FLAT_FLOOR * self.largest        # of cancelling terms may not be
+            if n == 0.0 and trunc == 0.0:       # L did not move at all: the derivative is below its
+                tol[i] += FLAT_FLOOR * self.largest   # resolution; backward's rounding of cancelling terms is not
             converged = self.converged(n, trunc, h)
             if err[i] > tol[i]:
                 verdict, n2, tol2 = self.confirmed(an[i], lambda s: self.entry_stencil(a, idx, s), h,
