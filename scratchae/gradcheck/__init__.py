@@ -360,6 +360,24 @@ def _add_backward_rounding(layer, xs, fk, dys, multi_out, prefilled, targets, gr
         t.slack = 4.0 * nu if t.slack is None else t.slack + 4.0 * nu
 
 
+def _after_backward(root, p_snap):
+    """Problems left by forward + backward: parameters changed in place (restored here), and
+    modules whose forward cache still waits (the chain rule stopped before them)."""
+    problems = []
+    for e, snap in p_snap:
+        n = _changed(snap, e.array)
+        if n:
+            problems.append(f"forward or backward modifies parameter '{e.name}' in place "
+                            f"({n} entries changed); only the optimizer may")
+            e.array[...] = B.resolve(e.array).asarray(snap, B.dtype_name(e.array.dtype))
+    stuck = [m.label for _, m in _reachable_modules(root) if m.has_cache]
+    if stuck:
+        problems.append(f"backward never reached {', '.join(stuck)} (its forward cache is still "
+                        "waiting): the chain rule stops early")
+    _clear(root)
+    return problems
+
+
 def _run(title, dtype, tol, targets, f, magnitude, dtypes, rng, mode, directions, nondet_tol,
          problems, notes):
     """Difference f() around the targets and build the report."""
@@ -542,17 +560,7 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
             if n and not any(name in p for p in problems):
                 problems.append(f"backward modifies the input {name} in place (through its cache; "
                                 f"{n} of {snap.size} entries changed)")
-        for e, snap in p_snap:
-            n = _changed(snap, e.array)
-            if n:
-                problems.append(f"forward or backward modifies parameter '{e.name}' in place "
-                                f"({n} entries changed); only the optimizer may")
-                e.array[...] = B.resolve(e.array).asarray(snap, B.dtype_name(e.array.dtype))
-        stuck = [m.label for _, m in _reachable_modules(layer) if m.has_cache]
-        if stuck:
-            problems.append(f"backward never reached {', '.join(stuck)} (its forward cache is still "
-                            "waiting): the chain rule stops early")
-        _clear(layer)
+        problems += _after_backward(layer, p_snap)
         # the input gradient(s)
         targets = []
         if check_input and dx is None and not _declares_no_input_grad(layer):
@@ -676,15 +684,7 @@ def check_objective(model, forward, backward, *, params=None, seed: int = 0, mod
         out = forward()
         value = B.to_scalar(getattr(out, "value", out))
         backward(out)
-        for e, snap in p_snap:
-            if _changed(snap, e.array):
-                problems.append(f"forward or backward modifies parameter '{e.name}' in place")
-                e.array[...] = B.resolve(e.array).asarray(snap, B.dtype_name(e.array.dtype))
-        stuck = [m.label for _, m in _reachable_modules(model) if m.has_cache]
-        if stuck:
-            problems.append(f"backward never reached {', '.join(stuck)} (its forward cache is still "
-                            "waiting): the chain rule stops early")
-        _clear(model)
+        problems += _after_backward(model, p_snap)
         targets = _parameter_targets(prefilled, what)
 
         def f():
