@@ -305,14 +305,14 @@ class Differencer:
         sigma = self.sigma
         self.sigma = max(sigma, self._probe(a, self._direction(a), step / 256.0))
         an, num, err, tol, kink = [], [], [], [], []
-        dirs = []
         for _ in range(k):
             v = self._direction(a)
             vals, steps = self.direction_stencil(a, v, step)
-            n, trunc, d4 = self.estimate(vals, steps)
-            if not math.isfinite(n):
-                n, trunc, d4 = 0.0, math.inf, math.inf      # never scored (a kink-like skip)
+            n, trunc, _ = self.estimate(vals, steps)
             ana = B.to_scalar(xp.sum(g * v))
+            if not math.isfinite(n):                       # the step left the domain: not scored
+                an.append(ana), num.append(0.0), err.append(0.0), tol.append(0.0), kink.append(True)
+                continue
             an.append(ana), num.append(n), err.append(abs(ana - n))
             tol.append(self.tolerance(n, trunc, step, representation))
             bad = err[-1] > tol[-1]
@@ -324,7 +324,6 @@ class Differencer:
                     num[-1], err[-1], tol[-1] = n2, abs(ana - n2), tol2
                 bad = verdict in ("kink", "unstable")
             kink.append(bad)
-            dirs.append(v)
         an, num, err, tol, kink = map(hnp.asarray, (an, num, err, tol, kink))
         row = Row(t.name, shape, f"directional({k})")
         self._fill(row, an, num, err, tol, kink, lambda w: f"dir {w}")
