@@ -22,7 +22,7 @@ from scratchae.gradcheck import (
     MAX_ELEMENTWISE, TOLERANCES, GradcheckError, check_function, check_layer, check_objective,
     numerical_gradient,
 )
-from scratchae.module import CacheError, Module
+from scratchae.module import Module
 from scratchae.testing import arrays_on, batch_shapes
 
 
