@@ -607,3 +607,116 @@ def test_inputs_far_smaller_than_one_are_stepped_to_their_own_scale(device):
     x = 1e-5 * _rng(device).normal((4, 5), "float64")
     assert check_layer(LayerNorm(), x).passed
     assert check_layer(LayerNormNoMean(), x).failed
+
+
+# --- 10. found in the second review: offsets, None for a used input, sharing that breaks ---------
+
+class SinScaled(Module):
+    factor = 1.0
+
+    def forward(self, x):
+        self.save_cache(x)
+        return B.namespace(x).sin(x)
+
+    def backward(self, dy):
+        return dy * B.namespace(dy).cos(self.pop_cache()) * self.factor
+
+
+class SinWrong(SinScaled):
+    factor = 1.05                                       # BUG: 5% too big
+
+
+def test_inputs_with_a_large_offset_are_judged_at_a_step_that_resolves_them(device):
+    x = _on(device, 1e4 + np.random.default_rng(5).normal(size=(3, 4)))
+    assert check_layer(SinScaled(), x).passed
+    assert check_layer(SinWrong(), x).failed
+
+
+def _ce_forgets_onehot(logits, labels):
+    value, _ = losses.softmax_cross_entropy(logits, labels)
+    xp = B.namespace(logits)
+    e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+    return value, e / xp.sum(e, axis=1, keepdims=True) / logits.shape[0]   # BUG: - onehot
+
+
+def test_logits_around_1000(device):
+    logits = _on(device, 1000 + 2 * np.random.default_rng(6).normal(size=(5, 4)))
+    labels = device.asarray(np.array([0, 3, 1, 2, 0]), "int64")
+    assert check_function(losses.softmax_cross_entropy, logits, labels).passed
+    assert check_function(_ce_forgets_onehot, logits, labels).failed
+
+
+class Product(Module):
+    """y = a * b.  Backward: (dy * b, dy * a)."""
+    drop_b = False
+
+    def forward(self, a, b):
+        self.save_cache(a, b)
+        return a * b
+
+    def backward(self, dy):
+        a, b = self.pop_cache()
+        return dy * b, (None if self.drop_b else dy * a)
+
+
+class ProductDropsB(Product):
+    drop_b = True                                       # BUG: b does get a gradient
+
+
+def test_none_for_an_input_that_matters_fails(device):
+    r = _rng(device, 3)
+    a, b = r.normal((3, 2), "float64"), r.normal((3, 2), "float64")
+    assert check_layer(Product(), a, b).passed
+    report = check_layer(ProductDropsB(), a, b)
+    assert report.row("dx[1]").failed and "returned None" in report.row("dx[1]").hint, str(report)
+
+
+def test_sharing_that_an_optimizer_gets_wrong_fails(device):
+    r = _rng(device, 4)
+    first, second = L.Linear(3, 3, r, dtype="float64"), L.Linear(3, 3, r, dtype="float64")
+    second.params = first.params                        # params shared, grads not: b's gradient lost
+    report = check_layer(L.Sequential(first, L.Tanh(), second), r.normal((4, 3), "float64"))
+    assert report.failed and any("shares the params dict" in p for p in report.problems), str(report)
+    second.grads = first.grads                          # shared properly: passes
+    assert check_layer(L.Sequential(first, L.Tanh(), second), r.normal((4, 3), "float64")).passed
+
+
+def test_a_parameter_that_is_a_view_of_another_fails():
+    class TiedByView(Module):
+        def __init__(self):
+            super().__init__()
+            w = np.random.default_rng(0).normal(size=(3, 2))
+            self.add_param("W", w)
+            self.add_param("Wt", w.T)
+
+        def forward(self, x):
+            self.save_cache(x)
+            return x @ self.params["W"] @ self.params["Wt"]
+
+        def backward(self, dy):
+            x = self.pop_cache()
+            self.grads["W"] += x.T @ dy @ self.params["Wt"].T
+            self.grads["Wt"] += (x @ self.params["W"]).T @ dy
+            return dy @ self.params["Wt"].T @ self.params["W"].T
+
+    report = check_layer(TiedByView(), np.random.default_rng(1).normal(size=(4, 3)))
+    assert report.failed and any("share memory" in p for p in report.problems), str(report)
+
+
+def test_seed_and_signature_misuse_is_one_line():
+    x = np.random.default_rng(1).normal(size=(3, 4))
+    with pytest.raises(GradcheckError, match="seed must be a non-negative integer"):
+        check_layer(L.Tanh(), x, seed=-1)
+    assert check_layer(L.Tanh(), x, seed=np.int64(3)).passed
+
+    class TwoOut(Module):
+        def forward(self, x):
+            self.save_cache(None)
+            return x * 2, x * 3
+
+        def backward(self, dys):                        # takes one tuple: not the protocol
+            self.pop_cache()
+            return 2 * dys[0] + 3 * dys[1]
+
+    with pytest.raises(GradcheckError, match="backward\\(dy1, dy2\\)"):
+        check_layer(TwoOut(), x)

@@ -29,7 +29,7 @@ from .contracts import (GradcheckError, _changed, _check_input_array, _contract,
 from .differences import Differencer, Target, size, unravel
 from .report import FAILED, INCONCLUSIVE, PASSED, GradcheckReport, Row
 from .tree import (_State, _after_backward, _clear, _declares_no_input_grad, _parameter_targets,
-                   _parameters, _prefill)
+                   _parameters, _prefill, _sharing_problems)
 
 __all__ = [
     "TOLERANCES", "MAX_ELEMENTWISE", "GradcheckError", "Row", "GradcheckReport",
@@ -160,6 +160,24 @@ def _run(title, dtype, tol, targets, f, magnitude, dtypes, rng, mode, directions
     return report
 
 
+def _takes(fn, n) -> bool:
+    """Whether ``fn`` can be called with n positional arguments (True when it cannot be told)."""
+    import inspect
+    try:
+        inspect.signature(fn).bind(*([None] * n))
+        return True
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+
+
+def _validate_seed(seed, what):
+    import numbers
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GradcheckError(f"{what}: seed must be a non-negative integer, got {seed!r}")
+
+
 def _validate_mode(mode, directions, what):
     if mode not in ("auto", "elementwise", "directional"):
         raise GradcheckError(f"{what}: mode must be 'auto', 'elementwise' or 'directional', got {mode!r}")
@@ -231,6 +249,7 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
         raise GradcheckError(f"{what}: the layer is in eval mode, which keeps no cache for backward; "
                              "call layer.train() first")
     _validate_mode(mode, directions, what)
+    _validate_seed(seed, what)
     fk = dict(forward_kwargs or {})
     entries = _parameters(layer, params, what)
     tol, dtype = _tolerances([x.dtype for x in inputs] + [e.array.dtype for e in entries],
@@ -239,7 +258,7 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
     state = _State(layer)
     input_names = ["x"] if len(inputs) == 1 else [f"input {i}" for i in range(len(inputs))]
     grad_names = ["dx"] if len(inputs) == 1 else [f"dx[{i}]" for i in range(len(inputs))]
-    problems, notes = [], []
+    problems, notes = _sharing_problems(layer), []
     try:
         _clear(layer)
         xs = [_copy(x) for x in inputs]
@@ -288,6 +307,10 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
         dyc = [_copy(d) for d in dys]
         dy_snap = [_host(d) for d in dyc]
         prefilled = _prefill(entries, streams["prefill"])
+        if multi_out and not _takes(layer.backward, len(dyc)):
+            raise GradcheckError(f"{what}: forward returned {len(dyc)} outputs, so backward is called as "
+                                 f"backward({', '.join(f'dy{i + 1}' for i in range(len(dyc)))}); yours "
+                                 "takes a different number of arguments")
         dx = layer.backward(*dyc) if multi_out else layer.backward(dyc[0])
         for name, d, snap in zip(out_names, dyc, dy_snap):
             n = _changed(snap, d)
@@ -316,7 +339,9 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
                                 f"tuple of {len(inputs)} gradients (None for an input without one)")
                 dxs = [None] * len(inputs)
             for gname, iname, g, x in zip(grad_names, input_names, dxs, xs):
-                if g is None and len(inputs) > 1:
+                if g is None and len(inputs) > 1:   # "no gradient": then L must not depend on it
+                    xpx = B.namespace(x)
+                    targets.append(Target(gname, x, xpx.zeros_like(x), None, "", none_given=True))
                     continue
                 problem = _contract(gname, g, x, iname)
                 targets.append(Target(gname, x, None if problem else _copy(g), None, problem))
@@ -332,7 +357,7 @@ def check_layer(layer, *inputs, dy=None, seed: int = 0, forward_kwargs=None, che
             return sum(B.to_scalar(B.namespace(o).sum(o * d)) for o, d in zip(ys, dys))
 
         dtypes = [x.dtype for x in inputs] + [e.array.dtype for e in entries] + [o.dtype for o in outs]
-        report = _run(repr(layer), dtype, tol, targets, f, magnitude, dtypes, streams["directions"],
+        report = _run(what[len("check_layer("):-1], dtype, tol, targets, f, magnitude, dtypes, streams["directions"],
                       mode, directions, nondet_tol, problems, notes)
     finally:
         state.restore()
@@ -363,6 +388,7 @@ def check_function(f, *inputs, wrt=(0,), seed: int = 0, mode: str = "auto", dire
     for i in wrt:
         _check_input_array(what, f"input {i}", inputs[i])
     _validate_mode(mode, directions, what)
+    _validate_seed(seed, what)
     tol, dtype = _tolerances([inputs[i].dtype for i in wrt], allow_float32, eps, rtol, atol, what)
     copies = [_copy(a) if _is_array(a) else a for a in inputs]
     snaps = {i: _host(a) for i, a in enumerate(copies) if _is_array(a)}
@@ -409,13 +435,14 @@ def check_objective(model, forward, backward, *, params=None, seed: int = 0, mod
     if not isinstance(model, Module):
         raise GradcheckError(f"check_objective: model must be a scratchae Module, got {type(model).__name__}")
     _validate_mode(mode, directions, what)
+    _validate_seed(seed, what)
     entries = _parameters(model, params, what)
     if not entries:
         raise GradcheckError(f"{what}: the model has no parameters to check")
     tol, dtype = _tolerances([e.array.dtype for e in entries], allow_float32, eps, rtol, atol, what)
     streams = _streams(seed)
     state = _State(model)
-    problems = []
+    problems = _sharing_problems(model)
     try:
         _clear(model)
         p_snap = [(e, _host(e.array)) for e in entries]

@@ -51,7 +51,8 @@ def _check_input_array(what, name, a):
         raise GradcheckError(f"{what}: {name} must be an array, got {type(a).__name__}")
     dt = B.dtype_name(a.dtype)
     if not dt.startswith("float"):
-        raise GradcheckError(f"{what}: {name} has dtype {dt}; arrays must be float64 to check")
+        raise GradcheckError(f"{what}: {name} has dtype {dt}; arrays must be float64 to check (an input "
+                             "that takes no gradient, such as integer labels, goes in forward_kwargs)")
     host = B.to_numpy(a)
     if not bool(B.host.all(B.host.isfinite(host))):
         raise GradcheckError(f"{what}: {name} contains NaN or inf; check at finite values")

@@ -52,6 +52,7 @@ class Target:
     overwritten: object = None     # host copy of the raw grads (for the "+=" hint), or None
     problem: str = ""              # a broken contract: the row fails without comparing
     slack: object = None           # host array: rounding of the analytic value itself, or None
+    none_given: bool = False       # backward returned None for this input (analytic taken as 0)
 
 
 def unravel(i, shape):
@@ -209,43 +210,61 @@ class Differencer:
             best = candidate
         return best
 
-    def confirmed(self, analytic, stencil, h, tol_h, converged_h, extra=0.0):
-        """Re-measure a mismatch at other steps: ("fail" | "ok" | "unstable" | "kink", n, tol).
+    def resolve(self, analytic, stencil, probe, h, first, extra=0.0):
+        """Judge an entry whose first estimate is not a clean pass: ("ok" | "fail" | "kink" |
+        "unstable", n, tol).
 
-        A wrong gradient is wrong at every step. So the mismatch found at step h is cleared
-        when, at 4h or h/4, the analytic value falls inside that step's tolerance and that
-        tolerance is at most twice h's (a step at least as precise, not merely looser). A
-        mismatch cleared so came from the finite difference, not the backward: rounding
-        inside the layer that the noise probe could not see (a saturated tanh whose last bits
-        a BatchNorm amplifies), or a function that changes on a scale below the step (a
-        BatchNorm over a nearly constant batch). For the latter, while the differences have
-        not converged (truncation above 1e-3 of the value), smaller steps are tried, down to
-        h / 4096. Cleared at a converged step: "ok" (scored there); else "unstable". A mismatch
-        never seen at a converged step is "unstable" too: the differences could not judge it.
+        ``first`` is (n, T, d4) at step h. An estimate is *trusted* when it is converged
+        (truncation T below 1e-3 of the value, or below the rounding floor) and clean (its
+        fourth difference not far above the noise: no kink inside the stencil). First the
+        noise is probed at this very entry (a cancellation such as 1 - sigmoid(x) is local),
+        then the steps 4h, h/4, h/16, ... down to h/4096 are tried:
+
+        * "ok"   a trusted estimate agrees (at most twice as loose as a trusted one that did not);
+        * "fail" two trusted estimates disagree, or one does and no step showed a kink: a wrong
+                 gradient is wrong at every step;
+        * "kink" a kink inside the stencil at every step small enough to judge;
+        * "unstable" nothing could be trusted: rounding inside the layer that the probe could
+                 not see (a saturated tanh amplified by a BatchNorm), or a function that changes
+                 on a scale below every step (stacked BatchNorms over a constant batch).
         """
-        def clears(s, allow_kink_skip):
-            vals, steps = stencil(s)
-            n, trunc, d4 = self.estimate(vals, steps)
-            tol = self.tolerance(n, trunc, s, extra)
-            converged = self.converged(n, trunc, s)
-            if self.is_kink(d4):
-                return ("skip" if allow_kink_skip else "unstable"), n, tol, converged
-            if abs(analytic - n) <= tol and tol <= 2.0 * tol_h:
-                return ("ok" if converged else "unstable"), n, tol, converged
-            return "fail", n, tol, converged
-
-        verdict, n, tol, converged = clears(4.0 * h, allow_kink_skip=True)
-        if verdict in ("ok", "unstable"):
-            return verdict, n, tol
-        seen_converged = converged_h or (verdict == "fail" and converged)
-        s = h / 4.0
-        verdict, n, tol, converged = clears(s, allow_kink_skip=False)
-        while verdict == "fail" and not converged and s > h / 4096.0:
-            s /= 4.0
-            verdict, n, tol, converged = clears(s, allow_kink_skip=False)
-        if verdict == "fail" and not (converged or seen_converged):
-            return "unstable", n, tol          # never a converged estimate: no judgement
-        return verdict, n, tol
+        saved = self.sigma
+        self.sigma = max(self.sigma, probe(h / 256.0))
+        try:
+            fails, kinks, best_fail_tol = 0, 0, math.inf
+            last = failed_at = None
+            steps = [h, 4.0 * h] + [h / 4.0 ** k for k in range(1, 7)]
+            for j, s in enumerate(steps):
+                if j == 0:
+                    n, trunc, d4 = first
+                else:
+                    vals, st = stencil(s)
+                    n, trunc, d4 = self.estimate(vals, st)
+                if not math.isfinite(n):
+                    continue
+                tol = self.tolerance(n, trunc, s, extra)
+                last = (n, tol)
+                if self.is_kink(d4):
+                    kinks += j != 1            # a kink seen only at 4h lies outside the stencil
+                    continue
+                if not self.converged(n, trunc, s):
+                    continue
+                if abs(analytic - n) <= tol:
+                    if tol <= 2.0 * best_fail_tol or best_fail_tol == math.inf:
+                        return "ok", n, tol
+                    continue
+                fails += 1
+                best_fail_tol = min(best_fail_tol, tol)
+                failed_at = (n, tol)
+                if fails >= 2:
+                    return "fail", n, tol
+            if fails and not kinks:
+                return "fail", *failed_at
+            if last is None:
+                return "unstable", 0.0, 0.0
+            return ("kink" if kinks else "unstable"), *last
+        finally:
+            self.sigma = saved
 
     # --- rows ----------------------------------------------------------------------------
     def elementwise(self, t: Target) -> Row:
@@ -271,20 +290,22 @@ class Differencer:
                 continue
             if n == 0.0 and trunc == 0.0:       # L did not move at all: the derivative is below its
                 tol[i] += FLAT_FLOOR * self.largest   # resolution; backward's rounding of cancelling terms is not
-            converged = self.converged(n, trunc, h)
-            if err[i] > tol[i]:
-                verdict, n2, tol2 = self.confirmed(an[i], lambda s: self.entry_stencil(a, idx, s), h,
-                                                   tol[i], converged, slack)
-                if verdict == "unstable" and self.is_kink(d4):
-                    verdict = "kink"
-                if verdict == "ok":
+            trusted = self.converged(n, trunc, h) and not self.is_kink(d4)
+            if err[i] > tol[i] or not trusted:
+                verdict, n2, tol2 = self.resolve(
+                    an[i], lambda s: self.entry_stencil(a, idx, s),
+                    lambda tau: self._probe(a, self._direction(a, support=[i]), tau), h, (n, trunc, d4), slack)
+                if verdict in ("ok", "fail"):            # the trusted estimate that decided
                     num[i], err[i], tol[i] = n2, abs(an[i] - n2), tol2
-                elif verdict != "fail":
+                else:
                     kink[i], unstable[i] = True, verdict == "unstable"
         row = Row(t.name, shape, "elementwise")
         self._fill(row, an, num, err, tol, kink, lambda w: unravel(w, shape) if shape else ())
         row.unstable = int(hnp.sum(unstable | outside))
-        if row.status == FAILED:
+        if row.status == FAILED and t.none_given:
+            row.hint = ("backward returned None for this input, but L depends on it (pass an input "
+                        "that takes no gradient through forward_kwargs)")
+        elif row.status == FAILED:
             row.hint = hint(an, num, shape, t.overwritten, hnp)
         elif row.status == INCONCLUSIVE and row.unstable == row.kinks:
             row.hint = ("no entry could be judged: the finite differences change with the step or leave "
@@ -308,22 +329,22 @@ class Differencer:
         for _ in range(k):
             v = self._direction(a)
             vals, steps = self.direction_stencil(a, v, step)
-            n, trunc, _ = self.estimate(vals, steps)
+            n, trunc, d4 = self.estimate(vals, steps)
             ana = B.to_scalar(xp.sum(g * v))
             if not math.isfinite(n):                       # the step left the domain: not scored
                 an.append(ana), num.append(0.0), err.append(0.0), tol.append(0.0), kink.append(True)
                 continue
             an.append(ana), num.append(n), err.append(abs(ana - n))
             tol.append(self.tolerance(n, trunc, step, representation))
-            bad = err[-1] > tol[-1]
-            if bad:
-                verdict, n2, tol2 = self.confirmed(
-                    ana, lambda s, v=v: self.direction_stencil(a, v, s), step, tol[-1],
-                    self.converged(n, trunc, step), representation)
-                if verdict == "ok":
-                    num[-1], err[-1], tol[-1] = n2, abs(ana - n2), tol2
-                bad = verdict in ("kink", "unstable")
-            kink.append(bad)
+            skip = False
+            if err[-1] > tol[-1] or not (self.converged(n, trunc, step) and not self.is_kink(d4)):
+                verdict, n2, tol2 = self.resolve(
+                    ana, lambda s, v=v: self.direction_stencil(a, v, s),
+                    lambda tau, v=v: self._probe(a, v, tau), step, (n, trunc, d4), representation)
+                if verdict in ("ok", "fail"):
+                    num[-1], err[-1], tol[-1] = n2, abs(ana - n2), tol2   # the deciding estimate
+                skip = verdict in ("kink", "unstable")
+            kink.append(skip)
         an, num, err, tol, kink = map(hnp.asarray, (an, num, err, tol, kink))
         row = Row(t.name, shape, f"directional({k})")
         self._fill(row, an, num, err, tol, kink, lambda w: f"dir {w}")

@@ -187,3 +187,36 @@ def _after_backward(root, p_snap):
                         "waiting): the chain rule stops early")
     _clear(root)
     return problems
+
+
+def _sharing_problems(root):
+    """Ways of sharing a parameter that an optimizer gets wrong (each is a FAILED check).
+
+    * A params dict shared by two modules with two grads dicts: ``Module.parameter_slots``
+      lists the dict once, under the first module, so the gradient the second one writes is
+      never read by an optimizer. Share the grads dict too, or write into the owner's.
+    * Two parameters that are views of one buffer (``add_param("Wt", W.T)``): perturbing one
+      moves the other, and an optimizer would update the memory twice.
+    """
+    problems, owners, arrays = [], {}, []
+    for prefix, m in _reachable_modules(root):
+        name = prefix or type(m).__name__
+        seen = owners.get(id(m.params))
+        if seen is None:
+            owners[id(m.params)] = (name, id(m.grads))
+        elif seen[1] != id(m.grads) and m.params:
+            problems.append(f"'{name}' shares the params dict of '{seen[0]}' but writes its gradients into "
+                            f"a grads dict of its own, which an optimizer never reads (it lists "
+                            f"'{seen[0]}'s): share the grads dict too ({name}.grads = {seen[0]}.grads)")
+        for k, p in m.params.items():
+            arrays.append((f"{prefix}.{k}" if prefix else k, p))
+    hosts = [(n, p) for n, p in arrays if type(p) is B.host.ndarray]
+    distinct = list({id(p): (n, p) for n, p in hosts}.values())
+    if len(distinct) <= 256:
+        for i, (n1, p1) in enumerate(distinct):
+            for n2, p2 in distinct[i + 1:]:
+                if B.host.shares_memory(p1, p2):
+                    problems.append(f"parameters '{n1}' and '{n2}' share memory (one is a view of the "
+                                    "other): perturbing one moves both, and an optimizer would update "
+                                    "it twice; register one array and use its transpose in forward")
+    return problems
