@@ -8,12 +8,13 @@ four evaluations of the scalar L give two central differences c(h) and c(h/2). T
     rounding    R   = 12 * sigma / h                        sigma: noise of one evaluation of L
     tolerance   tol = atol + rtol * |n| + 2 T + R
 
-``sigma`` is measured, not assumed: the fourth difference of L along a random direction at a
-step far below h cancels every polynomial term up to the cubic, so what remains is rounding
-noise; it is floored at 2 u |L| (u the unit roundoff). An entry with |a - n| > tol FAILS unless
-its own fourth difference (the five points -h, -h/2, 0, h/2, h) is far above the noise: then
-the function is not smooth inside the stencil (a ReLU kink, a tie in a max, a degenerate
-BatchNorm batch) and the entry is reported as a non-differentiable point, not scored.
+``sigma`` is measured, not assumed: the fourth difference of L along single entries at a step
+far below h cancels every polynomial term up to the cubic, so what remains is rounding noise;
+it is floored at 2 u |L| (u the unit roundoff). An entry whose estimate is trusted (converged,
+no kink inside the stencil) and agrees passes at once; any other is resolved over smaller and
+larger steps (``Differencer.resolve``): it FAILS only where a trusted estimate disagrees, and
+is skipped as a non-differentiable point (a ReLU kink, a tie in a max) or as unstable where no
+estimate can be trusted.
 
 This module is host-side bookkeeping around device arrays: values of L are Python floats,
 analytic gradients are copied to the host once.
