@@ -1,12 +1,12 @@
 """Finite differences with an error estimate, and the comparison of each entry against it.
 
-The model (derived in ``docs/gradcheck.md``): for an entry a_i with step h = eps * max(1, |a_i|),
+The model (derived in ``docs/gradcheck.md``): for an entry a_i with step h = eps * max(|a_i|, rms(a)),
 four evaluations of the scalar L give two central differences c(h) and c(h/2). Then
 
     numerical   n   = (4 c(h/2) - c(h)) / 3                 Richardson: truncation O(h^4)
     truncation  T   = |c(h) - c(h/2)| / 3                   the error estimate of c(h/2) (>= n's)
     rounding    R   = 12 * sigma / h                        sigma: noise of one evaluation of L
-    tolerance   tol = atol + rtol * |n| + 2 T + R
+    tolerance   tol = atol + rtol * |n| + 2 T + R + slack   (slack: the analytic value's own rounding)
 
 ``sigma`` is measured, not assumed: the fourth difference of L along single entries at a step
 far below h cancels every polynomial term up to the cubic, so what remains is rounding noise;
