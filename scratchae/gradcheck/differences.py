@@ -81,6 +81,7 @@ class Differencer:
         self.floor = ROUNDING_FLOOR * unit_roundoff * max(abs(f0), magnitude) + nondet_tol
         self.sigma = self.floor
         self.largest = 0.0                              # the largest |analytic| in the check
+        self.noisy = False                              # the last resolved entry's L was noisy
 
     # --- the noise of L -------------------------------------------------------------------
     def _probe(self, a, v, tau, points=6):
@@ -211,6 +212,26 @@ class Differencer:
             best = candidate
         return best
 
+    def _resolve_flat(self, analytic, stencil, h, extra):
+        """L did not move at all at step h, yet the analytic gradient is not zero. Either the
+        backward is wrong (a mask inverted: a gradient where the forward is flat), or forward
+        quantises (log(1 - sigmoid(x)) at large x takes few distinct values): larger steps tell
+        them apart. A trusted estimate that moves and agrees clears it; otherwise it fails."""
+        quantised = False
+        for s in (4.0 * h, 16.0 * h, 64.0 * h):
+            vals, st = stencil(s)
+            n, trunc, d4 = self.estimate(vals, st)
+            if not math.isfinite(n) or (n == 0.0 and trunc == 0.0):
+                continue
+            tol = self.tolerance(n, trunc, s, extra)
+            if self.is_kink(d4):      # a staircase: moves in jumps, on average with the slope?
+                quantised |= abs(analytic - n) <= 0.1 * abs(analytic)
+                continue
+            if self.converged(n, trunc, s):
+                return ("ok" if abs(analytic - n) <= tol else "fail"), n, tol
+        self.noisy = quantised
+        return ("unstable" if quantised else "fail"), 0.0, self.tolerance(0.0, 0.0, h, extra)
+
     def resolve(self, analytic, stencil, probe, h, first, extra=0.0):
         """Judge an entry whose first estimate is not a clean pass: ("ok" | "fail" | "kink" |
         "unstable", n, tol).
@@ -229,11 +250,17 @@ class Differencer:
                  not see (a saturated tanh amplified by a BatchNorm), or a function that changes
                  on a scale below every step (stacked BatchNorms over a constant batch).
         """
+        if first[0] == 0.0 and first[1] == 0.0 and analytic != 0.0:
+            return self._resolve_flat(analytic, stencil, h, extra)
         saved = self.sigma
-        self.sigma = max(self.sigma, probe(h / 256.0))
+        # quantisation inside forward shows only at steps that move its intermediates by many
+        # ulps: probe at two scales and keep the larger
+        self.sigma = max(self.sigma, probe(h / 256.0), probe(h / 16.0))
+        self.noisy = self.sigma > 1e3 * self.floor     # rounding inside forward, far above float64's
         try:
             fails, kinks, best_fail_tol = 0, 0, math.inf
             last = failed_at = None
+            moved = quantised = False
             steps = [h, 4.0 * h] + [h / 4.0 ** k for k in range(1, 7)]
             for j, s in enumerate(steps):
                 if j == 0:
@@ -244,6 +271,10 @@ class Differencer:
                 if not math.isfinite(n):
                     continue
                 tol = self.tolerance(n, trunc, s, extra)
+                if n == 0.0 and trunc == 0.0 and analytic != 0.0 and moved:
+                    quantised = True   # flat at a small step, moving at a larger: forward quantises
+                    continue
+                moved |= n != 0.0
                 last = (n, tol)
                 if self.is_kink(d4):
                     kinks += j != 1            # a kink seen only at 4h lies outside the stencil
@@ -259,11 +290,12 @@ class Differencer:
                 failed_at = (n, tol)
                 if fails >= 2:
                     return "fail", n, tol
-            if fails and not kinks:
+            if fails and not kinks and not quantised:
                 return "fail", *failed_at
             if last is None:
                 return "unstable", 0.0, 0.0
-            return ("kink" if kinks else "unstable"), *last
+            self.noisy |= quantised
+            return ("kink" if kinks and not quantised else "unstable"), *last
         finally:
             self.sigma = saved
 
@@ -279,6 +311,7 @@ class Differencer:
         kink = hnp.zeros(m, dtype=bool)
         unstable = hnp.zeros(m, dtype=bool)
         outside = hnp.zeros(m, dtype=bool)
+        noisy_fail = False
         for i in range(m):
             idx = unravel(i, shape)
             h = self.tol["eps"] * max(abs(float(a[idx])), scale)
@@ -296,6 +329,7 @@ class Differencer:
                 verdict, n2, tol2 = self.resolve(
                     an[i], lambda s: self.entry_stencil(a, idx, s),
                     lambda tau: self._probe(a, self._direction(a, support=[i]), tau), h, (n, trunc, d4), slack)
+                noisy_fail |= verdict == "fail" and self.noisy
                 if verdict in ("ok", "fail"):            # the trusted estimate that decided
                     num[i], err[i], tol[i] = n2, abs(an[i] - n2), tol2
                 else:
@@ -308,6 +342,10 @@ class Differencer:
                         "that takes no gradient through forward_kwargs)")
         elif row.status == FAILED:
             row.hint = hint(an, num, shape, t.overwritten, hnp)
+            if noisy_fail and row.max_rel_err < 1e-2:
+                row.hint += ("; but L is far noisier than float64 rounding near the failing entries "
+                             "(a forward that loses precision, such as log(1 - sigmoid(x)) at large x): "
+                             "an error this small may be the forward's, so compute it stably and check again")
         elif row.status == INCONCLUSIVE and row.unstable == row.kinks:
             row.hint = ("no entry could be judged: the finite differences change with the step or leave "
                         "the function's domain (inputs much smaller than their spread, a near-constant "
