@@ -258,7 +258,7 @@ class Differencer:
         self.sigma = max(self.sigma, probe(h / 256.0), probe(h / 16.0))
         self.noisy = self.sigma > 1e3 * self.floor     # rounding inside forward, far above float64's
         try:
-            fails, kinks, best_fail_tol = 0, 0, math.inf
+            fails, kinks, kinks_below, best_fail_tol = 0, 0, 0, math.inf
             last = failed_at = None
             moved = quantised = False
             steps = [h, 4.0 * h] + [h / 4.0 ** k for k in range(1, 7)]
@@ -277,7 +277,9 @@ class Differencer:
                 moved |= n != 0.0
                 last = (n, tol)
                 if self.is_kink(d4):
-                    kinks += j != 1            # a kink seen only at 4h lies outside the stencil
+                    if j != 1:                 # a kink seen only at 4h lies outside the stencil
+                        kinks += 1
+                        kinks_below += failed_at is not None   # at a step below a trusted failure
                     continue
                 if not self.converged(n, trunc, s):
                     continue
@@ -290,7 +292,9 @@ class Differencer:
                 failed_at = (n, tol)
                 if fails >= 2:
                     return "fail", n, tol
-            if fails and not kinks and not quantised:
+            # one trusted failure stands unless a kink shows at a smaller step (a kink at the
+            # entry itself); kinks only at larger steps lie beside it, resolved by the small step
+            if fails and not kinks_below and not quantised:
                 return "fail", *failed_at
             if last is None:
                 return "unstable", 0.0, 0.0
