@@ -243,8 +243,8 @@ class Differencer:
         then the steps 4h, h/4, h/16, ... down to h/4096 are tried:
 
         * "ok"   a trusted estimate agrees (at most twice as loose as a trusted one that did not);
-        * "fail" two trusted estimates disagree, or one does and no step showed a kink: a wrong
-                 gradient is wrong at every step;
+        * "fail" two trusted estimates disagree, or one does and no smaller step shows a kink:
+                 a wrong gradient is wrong at every step;
         * "kink" a kink inside the stencil at every step small enough to judge;
         * "unstable" nothing could be trusted: rounding inside the layer that the probe could
                  not see (a saturated tanh amplified by a BatchNorm), or a function that changes
