@@ -37,8 +37,9 @@ TRUNCATION_Z = 2.0
 KINK_Z = 50.0
 #: the floor of sigma, in units of u * |L|
 ROUNDING_FLOOR = 2.0
-#: where L does not change at all (bitwise, at every step), an analytic value below this fraction of
-#: the largest gradient in the check is taken as rounding (a zero computed through cancelling terms)
+#: where the numerical derivative is zero within its noise, an analytic value below this fraction of
+#: the largest gradient in the check is taken as rounding (a zero computed through cancelling terms,
+#: such as the gradient of a bias in front of a BatchNorm)
 FLAT_FLOOR = 1e-9
 #: a noise-limited entry is re-measured at REFINE_FACTOR times the step, up to REFINE_CAP * max(|a_i|, rms(a))
 REFINE_FACTOR, REFINE_CAP = 8.0, 1e-1
@@ -243,8 +244,8 @@ class Differencer:
         then the steps 4h, h/4, h/16, ... down to h/4096 are tried:
 
         * "ok"   a trusted estimate agrees (at most twice as loose as a trusted one that did not);
-        * "fail" two trusted estimates disagree, or one does and no smaller step shows a kink:
-                 a wrong gradient is wrong at every step;
+        * "fail" two trusted estimates disagree, or one does and no step showed a kink: a wrong
+                 gradient is wrong at every step;
         * "kink" a kink inside the stencil at every step small enough to judge;
         * "unstable" nothing could be trusted: rounding inside the layer that the probe could
                  not see (a saturated tanh amplified by a BatchNorm), or a function that changes
@@ -258,7 +259,7 @@ class Differencer:
         self.sigma = max(self.sigma, probe(h / 256.0), probe(h / 16.0))
         self.noisy = self.sigma > 1e3 * self.floor     # rounding inside forward, far above float64's
         try:
-            fails, kinks, kinks_below, best_fail_tol = 0, 0, 0, math.inf
+            fails, kinks, best_fail_tol = 0, 0, math.inf
             last = failed_at = None
             moved = quantised = False
             steps = [h, 4.0 * h] + [h / 4.0 ** k for k in range(1, 7)]
@@ -277,9 +278,7 @@ class Differencer:
                 moved |= n != 0.0
                 last = (n, tol)
                 if self.is_kink(d4):
-                    if j != 1:                 # a kink seen only at 4h lies outside the stencil
-                        kinks += 1
-                        kinks_below += failed_at is not None   # at a step below a trusted failure
+                    kinks += j != 1            # a kink seen only at 4h lies outside the stencil
                     continue
                 if not self.converged(n, trunc, s):
                     continue
@@ -292,9 +291,9 @@ class Differencer:
                 failed_at = (n, tol)
                 if fails >= 2:
                     return "fail", n, tol
-            # one trusted failure stands unless a kink shows at a smaller step (a kink at the
-            # entry itself); kinks only at larger steps lie beside it, resolved by the small step
-            if fails and not kinks_below and not quantised:
+            # one trusted failure stands unless a kink showed at some step: at small steps the
+            # fourth difference of a small kink sinks below the noise while its bias stays
+            if fails and not kinks and not quantised:
                 return "fail", *failed_at
             if last is None:
                 return "unstable", 0.0, 0.0
@@ -326,8 +325,8 @@ class Differencer:
             if not math.isfinite(n):            # no finite difference at any step: not scored
                 num[i], err[i], kink[i], outside[i] = 0.0, 0.0, True, True
                 continue
-            if n == 0.0 and trunc == 0.0:       # L did not move at all: the derivative is below its
-                tol[i] += FLAT_FLOOR * self.largest   # resolution; backward's rounding of cancelling terms is not
+            if abs(n) <= self.tolerance(0.0, trunc, h):   # numerically zero: a zero computed
+                tol[i] += FLAT_FLOOR * self.largest        # through cancelling terms is rounding
             trusted = self.converged(n, trunc, h) and not self.is_kink(d4)
             if err[i] > tol[i] or not trusted:
                 verdict, n2, tol2 = self.resolve(
