@@ -328,7 +328,12 @@ def builtin_layers(d, rng):
 
 def cmd_gradcheck(args):
     from .gradcheck import GradcheckError, check_layer
-    shape = tuple(int(s) for s in args.shape.split(","))
+    try:
+        shape = tuple(int(s) for s in args.shape.split(","))
+    except ValueError:
+        raise CLIError(f"--shape must be N,d (two integers), got {args.shape!r}") from None
+    if len(shape) != 2 or min(shape) < 1:
+        raise CLIError(f"--shape must be N,d with N, d >= 1, got {args.shape!r}")
     rng = B.Generator(args.seed)
     if args.target:
         mod_name, _, attr = args.target.partition(":")
@@ -361,6 +366,8 @@ def cmd_gradcheck(args):
             report = check_layer(layer, x, forward_kwargs=fk)
         except GradcheckError as err:
             raise CLIError(str(err)) from None
+        except Exception as err:       # the layer's own forward or backward raised
+            raise CLIError(f"{name}: the layer raised {type(err).__name__} during the check: {err}") from None
         print(report)
         print()
         verdicts.append(report.verdict)

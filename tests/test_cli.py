@@ -172,3 +172,20 @@ def test_gradcheck_command_catches_bugs_hidden_by_a_shared_seed(tmp_path):
         assert proc.returncode == 1, proc.stdout
         assert "FAILED" in proc.stdout and "SOME CHECKS FAILED" in proc.stdout
     assert "looks transposed" in proc.stdout
+
+
+def test_gradcheck_command_errors_are_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text(
+        "from scratchae import Module\n"
+        "class Broken(Module):\n"
+        "    def forward(self, x):\n"
+        "        self.save_cache(x)\n"
+        "        return x\n"
+        "    def backward(self, dy):\n"
+        "        self.pop_cache()\n"
+        "        return dy @ dy          # shapes do not fit\n")
+    for args in (["gradcheck", "broken:Broken"], ["gradcheck", "--shape", "4,x"], ["gradcheck", "--shape", "4"]):
+        proc = run(args, tmp_path, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.startswith("scratchae: error:")
+        assert len(proc.stderr.strip().splitlines()) == 1
