@@ -2,11 +2,13 @@
 
 Importing scratchae imports neither CuPy nor matplotlib nor hypothesis.
 """
-from . import backend, gradcheck, layers, losses
+from . import backend, fast, gradcheck, layers, losses
 from .backend import Generator, resolve, to_numpy
+from .fast import reference_mode, use_reference
 from .module import CacheError, InputError, Module, Sequential
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "gradcheck", "layers", "losses", "Generator", "resolve", "to_numpy",
-           "CacheError", "InputError", "Module", "Sequential", "__version__"]
+__all__ = ["backend", "fast", "gradcheck", "layers", "losses", "Generator", "resolve", "to_numpy",
+           "use_reference", "reference_mode", "CacheError", "InputError", "Module", "Sequential",
+           "__version__"]

@@ -176,115 +176,42 @@ def cmd_train(args):
         dynamic_binarize=(args.binarize == "dynamic"), history=history, start_epoch=len(history),
         shuffle_rng=shuffle, on_epoch_end=on_epoch_end, progress=None if not args.quiet else False)
     if not args.no_figures:
-        figs = make_figures(model, args.model, x_test, y_test, history, args.out, args.seed, args.device)
+        from .plots import make_figures
+        figs = make_figures(model, args.model, x_test, y_test, history, args.out, args.seed)
         if not args.quiet:
             print("figures: " + ", ".join(figs), file=sys.stderr)
     print(os.path.join(args.out, "checkpoint.npz"))
     return 0
 
 
-def make_figures(model, kind, x_test, y_test, history, out, seed, device):
-    """Write the run's PNGs into ``out``; returns their paths."""
-    from . import plots
-    from .stochastic import corrupt
-    p0 = next(iter(model.named_parameters()))[1]
-    be, dt = B.resolve(p0), B.dtype_name(p0.dtype)
-    rng = B.Generator(seed + 99, device=be)
-    x = be.asarray(x_test[:10], dt)
-    paths = [plots.loss_curves(history, os.path.join(out, "loss_curves.png"))]
-    corrupted = None
-    if kind == "dae":
-        xc = corrupt(x, model.corruption, model.level, rng=rng)
-        corrupted = B.to_numpy(xc)
-        recon = B.to_numpy(model.reconstruct(xc))
-    else:
-        recon = B.to_numpy(model.reconstruct(x))
-    paths.append(plots.reconstructions(x_test[:10], recon, os.path.join(out, "reconstructions.png"),
-                                       corrupted=corrupted))
-    if kind in ("vae", "aae"):
-        paths.append(plots.samples(B.to_numpy(model.sample(100, rng)), os.path.join(out, "samples.png")))
-    if model.config["sizes"][-1] == 2:
-        xs = be.asarray(x_test[:5000], dt)
-        codes = model.encode(xs)
-        codes = codes[0] if isinstance(codes, tuple) else codes
-        prior = None
-        if kind == "aae":
-            prior = B.to_numpy(model.prior.sample(5000, rng, None, dt))
-        paths.append(plots.latent_scatter(B.to_numpy(codes), y_test[:5000],
-                                          os.path.join(out, "latent.png"), prior_samples=prior))
-        if kind == "vae":
-            paths.append(plots.manifold(lambda z: B.to_numpy(model.decode(be.asarray(z, dt))),
-                                        os.path.join(out, "manifold.png")))
-    return paths
-
-
 # --- evaluate / sample ------------------------------------------------------------------------
 
 def cmd_evaluate(args):
+    from . import evaluation
     from .runs import load_run
-    from .train import evaluate
     model, rngs, history, settings = load_run(args.checkpoint, device=args.device)
     ds = _load_data(args.data or settings.get("data"), settings.get("dataset", "mnist"), quiet=False)
-    _, x_test = _prepare(ds, settings.get("binarize", "none"), settings.get("seed", 0))
-    x_train, _ = _prepare(ds, settings.get("binarize", "none"), settings.get("seed", 0))
+    x_train, x_test = _prepare(ds, settings.get("binarize", "none"), settings.get("seed", 0))
     be = B.resolve(args.device)
-    dt = B.dtype_name(next(iter(model.named_parameters()))[1].dtype)
     result = {"checkpoint": args.checkpoint, "model": model.config["kind"],
-              "test": evaluate(model, x_test, ds.y_test, backend=be)}
+              "test": evaluation.evaluate(model, x_test, ds.y_test)}
     if model.config["kind"] == "vae" and model.likelihood != "mse" and args.iwae_k > 0:
         rng = B.Generator(args.seed, device=be)
         n = min(args.iwae_examples, len(x_test))
         total = 0.0
         for s in range(0, n, 100):
-            xb = be.asarray(x_test[s:min(n, s + 100)], dt)
-            total += B.to_scalar(be.xp.sum(model.iwae_bound(xb, k=args.iwae_k, rng=rng)))
+            xb = be.asarray(x_test[s:min(n, s + 100)], model.dtype)
+            total += B.to_scalar(be.xp.sum(evaluation.iwae_bound(model, xb, args.iwae_k, rng)))
         result[f"test_iwae_{args.iwae_k}_nll"] = -total / n
         result["iwae_examples"] = n
-    result["linear_probe_accuracy"] = linear_probe(model, x_train, ds.y_train, x_test, ds.y_test,
-                                                   be, dt, args.probe_epochs, args.seed)
+    result["linear_probe_accuracy"] = evaluation.linear_probe(
+        model, x_train, ds.y_train, x_test, ds.y_test, epochs=args.probe_epochs, seed=args.seed)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
         with open(args.json, "w") as f:
             f.write(text)
     return 0
-
-
-def _codes(model, x, be, dt):
-    out = []
-    for s in range(0, len(x), 1000):
-        c = model.encode(be.asarray(x[s:s + 1000], dt))
-        out.append(B.to_numpy(c[0] if isinstance(c, tuple) else c))
-    return B.host.concatenate(out)
-
-
-def linear_probe(model, x_train, y_train, x_test, y_test, be, dt, epochs=20, seed=0, limit=10000):
-    """Accuracy of softmax regression on the codes (trained with scratchae's own Linear + Adam)."""
-    from . import losses
-    from .layers import Linear
-    from .optim import Adam
-    np_ = B.host
-    ctr = _codes(model, x_train[:limit], be, dt)
-    cte = _codes(model, x_test, be, dt)
-    mean, std = ctr.mean(0), ctr.std(0) + 1e-6
-    ctr, cte = (ctr - mean) / std, (cte - mean) / std
-    rng = B.Generator(seed, device=be)
-    probe = Linear(ctr.shape[1], 10, rng, dtype=dt)
-    opt = Adam(probe, lr=1e-2)
-    order_rng = np_.random.default_rng(seed)
-    ytr = y_train[:limit]
-    for _ in range(epochs):
-        order = order_rng.permutation(len(ctr))
-        for s in range(0, len(ctr), 256):
-            idx = order[s:s + 256]
-            opt.zero_grad()
-            logits = probe(be.asarray(ctr[idx], dt))
-            _, dl = losses.softmax_cross_entropy(logits, be.asarray(ytr[idx].astype("int64"), "int64"))
-            probe.backward(dl)
-            opt.step()
-    probe.eval()
-    pred = B.to_numpy(probe(be.asarray(cte, dt))).argmax(1)
-    return float((pred == y_test).mean())
 
 
 def cmd_sample(args):
@@ -303,31 +230,9 @@ def cmd_sample(args):
 
 # --- gradcheck --------------------------------------------------------------------------------
 
-def builtin_layers(d, rng):
-    """(name, layer, kinks) for every built-in layer, float64, input width d."""
-    from . import layers as L
-    from .stochastic import SoftClamp
-    return [
-        ("Linear", L.Linear(d, 3, rng, dtype="float64"), ()),
-        ("TiedLinear", L.TiedLinear(L.Linear(3, d, rng, dtype="float64"), dtype="float64"), ()),
-        ("ReLU", L.ReLU(), (0.0,)),
-        ("LeakyReLU", L.LeakyReLU(0.1), (0.0,)),
-        ("ELU", L.ELU(), (0.0,)),
-        ("Sigmoid", L.Sigmoid(), ()),
-        ("Tanh", L.Tanh(), ()),
-        ("Softplus", L.Softplus(), ()),
-        ("Identity", L.Identity(), ()),
-        ("Dropout", L.Dropout(0.3, rng), ()),
-        ("BatchNorm1d", L.BatchNorm1d(d, rng, dtype="float64"), ()),
-        ("Flatten", L.Flatten(), ()),
-        ("SoftClamp", SoftClamp(3.0), ()),
-        ("Sequential", L.Sequential(L.Linear(d, 4, rng, dtype="float64"), L.Tanh(),
-                                    L.Linear(4, 2, rng, dtype="float64")), ()),
-    ]
-
-
 def cmd_gradcheck(args):
     from .gradcheck import GradcheckError, check_layer
+    from .gradcheck.builtins import LayerCase, builtin_cases
     try:
         shape = tuple(int(s) for s in args.shape.split(","))
     except ValueError:
@@ -350,18 +255,13 @@ def cmd_gradcheck(args):
             raise CLIError(f"cannot build {args.target}(): {type(err).__name__}: {err}") from None
         if hasattr(layer, "to"):
             layer.to(dtype="float64")
-        entries = [(args.target, layer, ())]
+        cases = [LayerCase(args.target, lambda d, rng, layer=layer: layer)]
     else:
-        entries = builtin_layers(shape[1], rng)
+        cases = builtin_cases()
     verdicts = []
-    for name, layer, kinks in entries:
-        x = rng.normal(shape, "float64")
-        if kinks:
-            xp = B.namespace(x)
-            x = xp.where(xp.abs(x) < 0.05, x + 0.1, x)
-        fk = {}
-        if name == "Dropout":
-            fk = {"mask": rng.bernoulli(shape, 0.7, "float64")}
+    for case in cases:
+        name, layer = case.name, case.build(shape[1], rng)
+        x, fk = case.inputs(shape, rng)
         try:
             report = check_layer(layer, x, forward_kwargs=fk)
         except GradcheckError as err:

@@ -2,21 +2,26 @@
 
 (``gaussian_nll(x, mean, logvar) -> (value, dmean, dlogvar)`` has two predicted arrays.)
 
-One reduction everywhere: **sum over features, mean over the batch**. ``value`` is a
-0-d array (no host sync); ``dpred`` has pred's shape and already carries the 1/N.
-All log-likelihood losses are in nats per example. Inputs must have identical shapes:
-nothing is broadcast silently.
+One reduction everywhere: **sum over features, mean over the batch**. Each likelihood has
+one per-example function (``*_per_example``: shape (N,), summed over features, in nats),
+and every loss is :func:`batch_mean` of it; the VAE's ``log p(x|z)``, ELBO and IWAE use the
+same per-example functions. ``value`` is a 0-d array (no host sync); ``dpred`` has pred's
+shape and already carries the 1/N. Inputs must have identical shapes: nothing is
+broadcast silently.
 """
 from __future__ import annotations
 
 import math
 
 from . import backend as B
+from . import fast
+from .layers import sigmoid, softplus
 from .module import InputError
 
 __all__ = [
-    "mse", "bce_with_logits", "bce_terms", "gaussian_nll", "softmax_cross_entropy",
-    "logsumexp", "log_mean_exp", "softmax",
+    "mse", "bce_with_logits", "gaussian_nll", "softmax_cross_entropy", "logsumexp",
+    "batch_mean", "squared_error_per_example", "bce_per_example", "gaussian_nll_per_example",
+    "gaussian_log_density", "LOG_2PI",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -33,6 +38,51 @@ def _same_shape(fn, **arrays):
     return first.shape[0]
 
 
+def _sum_features(a):
+    """Sum over every axis but the first: (N, ...) -> (N,)."""
+    xp = B.namespace(a)
+    return xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
+
+
+def batch_mean(per_example):
+    """The one reduction: ``(1/N) sum_n per_example[n]``, a 0-d array."""
+    xp = B.namespace(per_example)
+    return xp.sum(per_example) / per_example.shape[0]
+
+
+# --- per-example terms (N,) ------------------------------------------------------------------
+def squared_error_per_example(pred, target):
+    r"""``sum_j (pred - target)**2`` per example."""
+    diff = pred - target
+    return _sum_features(diff * diff)
+
+
+def bce_per_example(logits, target):
+    r"""Bernoulli negative log-likelihood per example, on logits: ``sum_j softplus(l) - t*l``.
+
+    With p = sigmoid(l): ``-[t log p + (1-t) log(1-p)] = softplus(l) - t*l``, finite for any l.
+    """
+    return _sum_features(softplus(logits) - target * logits)
+
+
+def gaussian_log_density(x, mean, logvar):
+    r"""``log N(x; mean, exp(logvar))`` of a diagonal Gaussian, summed over the last axis::
+
+        -0.5 * sum_j (log(2 pi) + logvar + (x - mean)**2 * exp(-logvar))
+
+    Any leading shape (the IWAE passes (k, N, d)); arrays of equal shape, or scalars.
+    """
+    xp = B.namespace(x)
+    diff = x - mean
+    return -0.5 * xp.sum(LOG_2PI + logvar + diff * diff * xp.exp(-logvar), axis=-1)
+
+
+def gaussian_nll_per_example(x, mean, logvar):
+    r"""``-log N(x; mean, exp(logvar))`` per example (rows of (N, D))."""
+    return -gaussian_log_density(x, mean, logvar)
+
+
+# --- losses: value and gradient ------------------------------------------------------------------
 def mse(pred, target):
     r"""Squared error ``L = (1/N) sum_{n,j} (pred - target)**2``.
 
@@ -41,34 +91,12 @@ def mse(pred, target):
         dpred = 2 * (pred - target) / N
     """
     n = _same_shape("mse", pred=pred, target=target)
-    xp = B.namespace(pred, target)
-    diff = pred - target
-    return xp.sum(diff * diff) / n, (2.0 / n) * diff
+    return batch_mean(squared_error_per_example(pred, target)), (2.0 / n) * (pred - target)
 
 
-def bce_terms(logits, target):
-    r"""Portable core of :func:`bce_with_logits`: ``(sum of softplus(l) - t*l, sigmoid(l))``.
-
-    One transcendental pass ``e = exp(-|l|)`` serves both::
-
-        softplus(l) = max(l, 0) + log(1 + e)
-        sigmoid(l)  = 1 / (1 + e)   if l >= 0   else   e / (1 + e)
-
-    Both are finite for any |l| (``e`` underflows to 0) and exact to rounding: log(1 + e)
-    rather than log1p(e) drops terms below one ulp of 1, i.e. losses under ~1e-16 (float64).
-    """
-    xp = B.namespace(logits, target)
-    e = xp.exp(-xp.abs(logits))
-    one_plus_e = 1.0 + e
-    sig = xp.where(logits >= 0, 1.0, e) / one_plus_e
-    total = xp.sum(xp.maximum(logits, 0.0) + xp.log(one_plus_e) - target * logits)
-    return total, sig
-
-
+@fast.replaceable("bce_with_logits")
 def bce_with_logits(logits, target):
-    r"""Bernoulli negative log-likelihood on logits (cross-entropy with a sigmoid inside).
-
-    With p = sigmoid(l): ``-[t log p + (1-t) log(1-p)] = softplus(l) - t*l``, so::
+    r"""Bernoulli negative log-likelihood on logits (cross-entropy with a sigmoid inside)::
 
         L = (1/N) sum_{n,j} softplus(l) - t * l
 
@@ -77,18 +105,11 @@ def bce_with_logits(logits, target):
         dlogits = (sigmoid(l) - t) / N
 
     Targets may be any value in [0, 1] (grey pixels), not only 0/1. Exact and finite at
-    logits of +-1e4. On NumPy and CuPy a fused fast path computes the same
-    (``backend.FAST_PATHS["bce_terms"]``), tested against :func:`bce_terms`.
+    logits of +-1e4. On NumPy and CuPy, ``scratchae.fast`` computes the same with one
+    ``exp`` pass (switched off by ``SCRATCHAE_REFERENCE=1``).
     """
     n = _same_shape("bce_with_logits", logits=logits, target=target)
-    terms = B.fast_path("bce_terms", logits) or bce_terms
-    total, sig = terms(logits, target)
-    if sig.dtype != target.dtype:
-        return total / n, (sig - target) * (1.0 / n)
-    dlogits = sig               # a fresh array: made into (sig - t) / N in place, no temporaries
-    dlogits -= target
-    dlogits *= 1.0 / n
-    return total / n, dlogits
+    return batch_mean(bce_per_example(logits, target)), (sigmoid(logits) - target) / n
 
 
 def gaussian_nll(x, mean, logvar):
@@ -105,33 +126,21 @@ def gaussian_nll(x, mean, logvar):
     """
     n = _same_shape("gaussian_nll", x=x, mean=mean, logvar=logvar)
     xp = B.namespace(x, mean, logvar)
-    diff = x - mean
-    r = diff * xp.exp(-logvar)
-    value = 0.5 * xp.sum(LOG_2PI + logvar + diff * r) / n
-    return value, -r / n, 0.5 * (1.0 - diff * r) / n
+    r = (x - mean) * xp.exp(-logvar)
+    value = batch_mean(gaussian_nll_per_example(x, mean, logvar))
+    return value, -r / n, 0.5 * (1.0 - (x - mean) * r) / n
 
 
 def logsumexp(a, axis=-1, keepdims=False):
     r"""``log(sum(exp(a), axis))`` without overflow: ``m + log(sum(exp(a - m)))``, m = max.
 
-    Rows that are all -inf give -inf (not NaN).
+    Rows that are all -inf give -inf (not NaN). A log-mean-exp is ``logsumexp(a) - log(K)``.
     """
     xp = B.namespace(a)
     m = xp.max(a, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)
     out = xp.log(xp.sum(xp.exp(a - m), axis=axis, keepdims=True)) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def log_mean_exp(a, axis=-1, keepdims=False):
-    r"""``log(mean(exp(a), axis)) = logsumexp(a, axis) - log(K)``, K = a.shape[axis]."""
-    return logsumexp(a, axis=axis, keepdims=keepdims) - math.log(a.shape[axis])
-
-
-def softmax(a, axis=-1):
-    """``exp(a - logsumexp(a))`` along ``axis``."""
-    xp = B.namespace(a)
-    return xp.exp(a - logsumexp(a, axis=axis, keepdims=True))
 
 
 def softmax_cross_entropy(logits, labels):
@@ -160,5 +169,5 @@ def softmax_cross_entropy(logits, labels):
         _same_shape("softmax_cross_entropy", logits=logits, labels=labels)
         t = labels
     lse = logsumexp(logits, axis=1, keepdims=True)
-    value = xp.sum(lse - xp.sum(t * logits, axis=1, keepdims=True)) / n
+    value = batch_mean(lse[:, 0] - xp.sum(t * logits, axis=1))
     return value, (xp.exp(logits - lse) - t) / n

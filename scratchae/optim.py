@@ -1,26 +1,27 @@
 r"""Optimizers: SGD (with momentum / Nesterov), Adam, AdamW, RMSProp; gradient clipping.
+Derivations: ``docs/optim.md``.
 
 Every optimizer transcribes PyTorch's update (``torch.optim``, default settings,
-``foreach=False``) line for line; each class's *Notes* block is the body of its
-``_update``. One addition: every ``FLUSH_EVERY`` steps, buffer entries below ~1e-30 are
-set to zero (:func:`flush_tiny`), because decaying buffers otherwise end up as subnormal
-floats that make the step three times slower. The notation throughout:
+``foreach=False``) in its textbook form; each class's *Notes* block is the body of its
+``update``. The notation throughout:
 
 ``p``   a parameter (``module.params[key]``), updated **in place**
 ``g``   its gradient (``module.grads[key]``), read only
 ``t``   the step number, 1 on the first ``step()``
 ``lr``  the learning rate, an attribute you may change between steps (schedules)
 
-Parameters are looked up by qualified name on every ``step()`` through
-``model.parameter_slots()``; no optimizer keeps a reference to a parameter array,
-so ``model.to(...)`` between steps is safe (the optimizer's buffers follow the
-parameters to their new device and dtype on the next step). Per-parameter buffers
-(``"m"``, ``"v"``, ``"buf"``) are keyed by that qualified name too, which is what
-lets :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict` resume a run
+An optimizer is built over **parameter slots** (:class:`~scratchae.module.Slot`: qualified
+name, owning module, key), or over a module, which means all of its slots. A slot looks its
+arrays up on every ``step()``, so ``model.to(...)`` between steps is safe (the optimizer's
+buffers follow the parameters to their new device and dtype on the next step).
+Per-parameter buffers (``"m"``, ``"v"``, ``"buf"``) are keyed by the qualified name, which
+is what lets :meth:`Optimizer.state_dict` / :meth:`Optimizer.load_state_dict` resume a run
 exactly (bitwise on NumPy).
 
-A step never reads a value back to the host: the only Python numbers in the
-arithmetic are hyperparameters and the step count, so on CUDA it just queues kernels.
+A step never reads a value back to the host: the only Python numbers in the arithmetic
+are hyperparameters and the step count, so on CUDA it just queues kernels. On NumPy and
+CuPy, ``scratchae.fast`` may run the same update faster (``SCRATCHAE_REFERENCE=1`` turns
+that off).
 
 Typical loop::
 
@@ -38,40 +39,27 @@ import math
 import operator
 
 from . import backend as B
+from . import fast
+from .module import Module, Slot
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "clip_grad_norm", "make_optimizer",
-    "OPTIMIZERS", "flush_tiny", "FLUSH_EVERY",
+    "OPTIMIZERS",
 ]
 
 
-#: every this many steps, ``step()`` sets the buffer entries that are about to become
-#: subnormal to zero (:func:`flush_tiny`)
-FLUSH_EVERY = 32
-
-
-def flush_tiny(a) -> None:
-    """Set the entries of ``a`` with ``|a| < 1e8 * tiny`` to zero, in place (tiny: the
-    smallest normal number of a's dtype, 1.2e-38 for float32; so below ~1e-30).
-
-    Why an optimizer needs it: a coordinate whose gradient has stopped (a dead ReLU, a
-    pixel that is always black) keeps being multiplied by ``beta1 = 0.9`` in Adam's ``m``
-    (by ``momentum`` in SGD's buffer, by ``beta2`` or ``alpha`` in ``v``), and after ~800
-    steps it is a *subnormal* float, and stays one: ``k * 2**-149`` times 0.9 rounds back
-    to itself for ``k < 5``, so the decay stalls above zero. x86 CPUs multiply and divide
-    subnormals through microcode, 17-28x slower than normal numbers: two epochs into the
-    MNIST VAE, 11% of ``m`` was subnormal and the Adam step took 6.0 ms, not 2.0 ms. Hardware
-    flush-to-zero would fix it, but NumPy cannot switch it on. A value decaying by 0.9 a
-    step needs 175 steps to cross the 8 decades above ``tiny``, so zeroing them every
-    ``FLUSH_EVERY = 32`` steps keeps a buffer free of subnormals for any decay rate above
-    0.56 (all the defaults; a flush costs about 1.5 ms for the VAE's 1.3M entries).
-    What is dropped is below 1e-30: its share of any update (``m / sqrt(v)`` times
-    ``lr``) is far below float32's resolution of the parameter. PyTorch's optimizers keep
-    the subnormals.
-    """
-    xp = B.namespace(a)
-    threshold = float(xp.finfo(a.dtype).smallest_normal) * 1e8
-    a *= xp.astype(xp.abs(a) >= threshold, a.dtype)
+def _slots(params, who) -> list:
+    """A module's parameter slots, or a list of slots as given (each name once)."""
+    slots = params.parameter_slots() if isinstance(params, Module) else list(params)
+    for s in slots:
+        if not isinstance(s, Slot):
+            raise TypeError(f"{who}: expected a Module or parameter slots "
+                            f"(module.parameter_slots()), got a {type(s).__name__}")
+    names = [s.name for s in slots]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{who}: parameter slots named more than once: {twice}")
+    return slots
 
 
 class Optimizer:
@@ -79,20 +67,21 @@ class Optimizer:
 
     Subclasses set ``_hyper`` (names of float/bool attributes that make up
     ``state_dict()["hyper"]``), return the names of their per-parameter buffers from
-    ``_buffer_names()`` and write ``_update(params, key, g, state, t)``.
+    ``_buffer_names()`` and write ``update(p, g, state, t)`` for one parameter.
 
     Parameters
     ----------
-    model : scratchae.module.Module
-        The model whose parameters to train. Buffers are created (zeros, on each
-        parameter's device and dtype) for every parameter the model has now; a
-        parameter added to the model later is refused by ``step()``.
+    params : Module or list of Slot
+        What to train: a module (all its parameters) or parameter slots, e.g.
+        ``encoder.parameter_slots("encoder") + decoder.parameter_slots("decoder")``.
+        Buffers are created (zeros, on each parameter's device and dtype) now.
     lr : float
         Learning rate, ``>= 0``. Stored as the attribute ``lr``; change it between
         steps to follow a schedule.
 
     Attributes
     ----------
+    slots : list of Slot
     step_count : int
         Number of ``step()`` calls so far (``t`` of the last step).
     state : dict
@@ -101,57 +90,52 @@ class Optimizer:
 
     _hyper: tuple = ("lr",)
 
-    def __init__(self, model, lr):
-        self.model = model
+    def __init__(self, params, lr):
+        self.slots = _slots(params, type(self).__name__)
+        self._module = params if isinstance(params, Module) else None   # to notice new parameters
         self.lr = _check_float("lr", lr, low=0.0)
         self.step_count = 0
         self.state = {}
         names = self._buffer_names()
-        for name, p in model.named_parameters():
+        for slot in self.slots:
+            p = slot.param
             xp = B.namespace(p)
-            self.state[name] = {b: xp.zeros_like(p) for b in names}
+            self.state[slot.name] = {b: xp.zeros_like(p) for b in names}
         if not self.state:
-            raise ValueError(f"{type(self).__name__}: the model has no parameters to optimize")
+            raise ValueError(f"{type(self).__name__}: there are no parameters to optimize")
 
     # --- what subclasses provide ------------------------------------------------
     def _buffer_names(self) -> tuple:
         return ()
 
-    def _update(self, params, key, g, state, t):  # pragma: no cover - abstract
+    def update(self, p, g, state, t):  # pragma: no cover - abstract
+        """Step ``t`` for one parameter ``p`` (in place) with gradient ``g`` and buffers ``state``."""
         raise NotImplementedError
 
     # --- the public loop ----------------------------------------------------------
     def zero_grad(self) -> None:
-        """Set every gradient of the model to zero (``model.zero_grad()``)."""
-        self.model.zero_grad()
+        """Write zeros into the gradient of every parameter this optimizer trains."""
+        for slot in self.slots:
+            slot.grad[...] = 0
 
     def step(self) -> None:
         """Apply one update to every parameter, in place, from the gradients now in ``grads``."""
+        if self._module is not None and len(self._module.parameter_slots()) != len(self.slots):
+            self._refuse_new_parameters()
         self.step_count += 1
         t = self.step_count
-        slots = [(m.params, k, m.grads[k], self._state_for(name, m.params[k]))
-                 for name, m, k in self.model.parameter_slots()]
-        if not self._fast_step(slots, t):
-            for params, key, g, state in slots:
-                self._update(params, key, g, state, t)
-        if t % FLUSH_EVERY == 0:
-            for *_, state in slots:
-                for buf in state.values():
-                    flush_tiny(buf)
+        work = [(slot.param, slot.grad, self._state_for(slot)) for slot in self.slots]
+        if not fast.optimizer_step(self, work, t):      # scratchae/fast.py, off in reference mode
+            for p, g, state in work:
+                self.update(p, g, state, t)
 
-    def _fast_step(self, slots, t) -> bool:
-        """Update every parameter at once with a backend fast step; False if there is none
-        (then ``step`` runs ``_update`` per parameter, the reference)."""
-        return False
+    def _refuse_new_parameters(self):
+        new = sorted({s.name for s in self._module.parameter_slots()} - set(self.state))
+        raise ValueError(f"{type(self).__name__}: parameter(s) {new} were not in the model when the "
+                         "optimizer was built; build a new optimizer after changing the model")
 
-    def _state_for(self, name, p) -> dict:
-        try:
-            state = self.state[name]
-        except KeyError:
-            raise ValueError(
-                f"{type(self).__name__}: parameter '{name}' was not in the model when the "
-                "optimizer was built; build a new optimizer after changing the model"
-            ) from None
+    def _state_for(self, slot) -> dict:
+        state, p = self.state[slot.name], slot.param
         for b, a in state.items():
             # cheap metadata checks; a mismatch means model.to() moved or cast the params
             if type(a) is not type(p) or a.dtype != p.dtype or (
@@ -220,7 +204,7 @@ class Optimizer:
         state = d["state"]
         if not isinstance(state, dict):
             raise ValueError(f"{who}.load_state_dict: 'state' must be a dict, got {_describe(state)}")
-        params = dict(self.model.named_parameters())
+        params = {slot.name: slot.param for slot in self.slots}
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if missing or unexpected:
@@ -252,7 +236,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    model : Module
+    params : Module or list of Slot
     lr : float
     momentum : float
         ``mu >= 0``; 0 is plain SGD (and keeps no buffer).
@@ -267,12 +251,12 @@ class SGD(Optimizer):
     -----
     PyTorch's ``torch.optim.SGD`` with ``dampening=0``; the update for step ``t``::
 
-        d = g + lambda * p                 if lambda != 0 else g
+        d = g + lambda * p                 if lambda != 0
         if mu != 0:
-            buf = d                        if t == 1
+            buf = copy of d                if t == 1
             buf = mu * buf + d             otherwise
-            d = d + mu * buf               if nesterov else buf
-        p = p - lr * d
+            d = d + mu * buf               if nesterov, else buf
+        p -= lr * d
 
     With momentum this is the "velocity" form: ``lr`` multiplies the whole buffer,
     so changing ``lr`` mid-run rescales past gradients too (unlike Sutskever et
@@ -286,28 +270,27 @@ class SGD(Optimizer):
 
     _hyper = ("lr", "momentum", "nesterov", "weight_decay")
 
-    def __init__(self, model, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         self.momentum = _check_float("momentum", momentum, low=0.0)
         self.nesterov = bool(nesterov)
         self.weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
-        super().__init__(model, lr)
+        super().__init__(params, lr)
 
     def _buffer_names(self):
         return ("buf",) if self.momentum != 0.0 else ()
 
-    def _update(self, params, key, g, state, t):
-        p = params[key]
-        d = g if self.weight_decay == 0.0 else g + self.weight_decay * p
+    def update(self, p, g, state, t):
+        d = g
+        if self.weight_decay != 0.0:
+            d = g + self.weight_decay * p
         if self.momentum != 0.0:
-            buf = state["buf"]
             if t == 1:
-                buf[...] = d
+                state["buf"] = _copy(d)        # a copy: d may be the gradient array itself
             else:
-                buf *= self.momentum
-                buf += d
-            d = d + self.momentum * buf if self.nesterov else buf
+                state["buf"] = self.momentum * state["buf"] + d
+            d = d + self.momentum * state["buf"] if self.nesterov else state["buf"]
         p -= self.lr * d
 
 
@@ -316,7 +299,7 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    model : Module
+    params : Module or list of Slot
     lr : float
         ``lr``, the step size (roughly the largest change of a coordinate per step).
     betas : (float, float)
@@ -333,20 +316,17 @@ class Adam(Optimizer):
     PyTorch's ``torch.optim.Adam`` (``amsgrad=False``); with ``m``, ``v`` zero before
     step 1, the update for step ``t``::
 
-        g = g + lambda * p                           if lambda != 0 (AdamW: see there)
+        g = g + lambda * p                           if lambda != 0
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t)      (backend.adam_scalars)
-        eps_hat = eps * sqrt(1 - beta2**t)
-        p = p - step_size * (m / (sqrt(v) + eps_hat))
+        m_hat = m / (1 - beta1**t)
+        v_hat = v / (1 - beta2**t)
+        p -= lr * m_hat / (sqrt(v_hat) + eps)
 
-    The last three lines are PyTorch's ``p = p - lr / (1 - beta1**t) * m / (sqrt(v) /
-    sqrt(1 - beta2**t) + eps)`` with numerator and denominator multiplied by
-    ``sqrt(1 - beta2**t)``: the same number up to rounding, one pass over p fewer.
-    Dividing by ``1 - beta**t`` removes the bias towards zero of moments that
-    started at zero: with a constant gradient and the default betas, an uncorrected
-    step would be ``(1 - beta1**t) / sqrt(1 - beta2**t)`` times its intended size,
-    0.32 at ``t = 1`` and then, as the slower ``v`` lags ``m``, up to 6.5 near ``t = 12``.
+    Dividing by ``1 - beta**t`` removes the bias towards zero of moments that started at
+    zero (``docs/optim.md``): with a constant gradient and the default betas, a step
+    without it would be ``(1 - beta1**t) / sqrt(1 - beta2**t)`` times its intended size,
+    3.16 at ``t = 1``.
 
     References
     ----------
@@ -354,9 +334,10 @@ class Adam(Optimizer):
     """
 
     _hyper = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    _decoupled = False
+    #: False: weight decay through the gradient (L2); True: applied to p directly (AdamW)
+    decoupled = False
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -366,45 +347,24 @@ class Adam(Optimizer):
         self.beta2 = _check_float("beta2", beta2, low=0.0, high=1.0)
         self.eps = _check_float("eps", eps, low=0.0)
         self.weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
-        super().__init__(model, lr)
+        super().__init__(params, lr)
 
     def _buffer_names(self):
         return ("m", "v")
 
-    def _fast_step(self, slots, t):
-        # NumPy: backend.FAST_STEPS["adam_step"], the body of _update below, op for op (so
-        # bit for bit), without temporaries and spread over a few threads
-        kernel = B.fast_path("adam_step", slots[0][0][slots[0][1]])
-        if kernel is None:
-            return False
-        return kernel([params[key] for params, key, _, _ in slots], [g for _, _, g, _ in slots],
-                      [state["m"] for *_, state in slots], [state["v"] for *_, state in slots],
-                      lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                      weight_decay=self.weight_decay, decoupled=self._decoupled, t=t,
-                      plan=self.__dict__.setdefault("_fast_plan", {}))
-
-    def _update(self, params, key, g, state, t):
-        p = params[key]
+    def update(self, p, g, state, t):
         xp = B.namespace(p)
         b1, b2 = self.beta1, self.beta2
         if self.weight_decay != 0.0:
-            if self._decoupled:                       # AdamW
-                p *= 1.0 - self.lr * self.weight_decay
-            else:                                     # Adam: L2 through the gradient
+            if self.decoupled:                                    # AdamW
+                p *= 1 - self.lr * self.weight_decay
+            else:                                                 # Adam: L2 through g
                 g = g + self.weight_decay * p
-        m, v = state["m"], state["v"]
-        m *= b1
-        m += (1.0 - b1) * g
-        g2 = g * g
-        g2 *= 1.0 - b2
-        v *= b2
-        v += g2
-        step_size, eps_hat = B.adam_scalars(self.lr, b1, b2, self.eps, t)
-        denom = xp.sqrt(v)
-        denom += eps_hat
-        upd = m / denom
-        upd *= step_size
-        p -= upd
+        state["m"] = b1 * state["m"] + (1 - b1) * g
+        state["v"] = b2 * state["v"] + (1 - b2) * g * g
+        m_hat = state["m"] / (1 - b1 ** t)
+        v_hat = state["v"] / (1 - b2 ** t)
+        p -= self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
 
 
 class AdamW(Adam):
@@ -419,17 +379,16 @@ class AdamW(Adam):
     -----
     PyTorch's ``torch.optim.AdamW``; the update for step ``t``::
 
-        p = p * (1 - lr * lambda)
+        p *= 1 - lr * lambda
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        step_size = lr * sqrt(1 - beta2**t) / (1 - beta1**t)      (as in Adam)
-        eps_hat = eps * sqrt(1 - beta2**t)
-        p = p - step_size * (m / (sqrt(v) + eps_hat))
+        m_hat = m / (1 - beta1**t)
+        v_hat = v / (1 - beta2**t)
+        p -= lr * m_hat / (sqrt(v_hat) + eps)
 
-    The body is :class:`Adam`'s ``_update``, taking its ``_decoupled`` branch. The
-    decay multiplies by ``lr`` (PyTorch's convention) where the paper uses a
-    schedule multiplier ``eta_t``: with ``eta_t = 1``, ``alpha = lr`` and
-    ``lambda_paper = lr * lambda`` they agree.
+    The body is :class:`Adam`'s ``update``, taking its ``decoupled`` branch. The decay
+    multiplies by ``lr`` (PyTorch's convention) where the paper uses a schedule multiplier
+    ``eta_t``: with ``eta_t = 1``, ``alpha = lr`` and ``lambda_paper = lr * lambda`` they agree.
 
     References
     ----------
@@ -437,10 +396,10 @@ class AdamW(Adam):
     D. P. Kingma, J. Ba. Adam: A Method for Stochastic Optimization. ICLR 2015.
     """
 
-    _decoupled = True
+    decoupled = True
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 class RMSProp(Optimizer):
@@ -448,7 +407,7 @@ class RMSProp(Optimizer):
 
     Parameters
     ----------
-    model : Module
+    params : Module or list of Slot
     lr : float
     alpha : float
         Decay rate of the running mean of squared gradients, in [0, 1).
@@ -469,9 +428,9 @@ class RMSProp(Optimizer):
         avg = sqrt(v) + eps
         if mu > 0:
             buf = mu * buf + g / avg
-            p = p - lr * buf
+            p -= lr * buf
         else:
-            p = p - lr * (g / avg)
+            p -= lr * g / avg
 
     There is no bias correction: the first steps are large (``v`` starts at zero, so
     step 1 moves each coordinate by about ``lr / sqrt(1 - alpha)``, 10 ``lr`` for
@@ -485,40 +444,30 @@ class RMSProp(Optimizer):
 
     _hyper = ("lr", "alpha", "eps", "momentum", "weight_decay")
 
-    def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
         self.alpha = _check_float("alpha", alpha, low=0.0, high=1.0)
         self.eps = _check_float("eps", eps, low=0.0)
         self.momentum = _check_float("momentum", momentum, low=0.0)
         self.weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
-        super().__init__(model, lr)
+        super().__init__(params, lr)
 
     def _buffer_names(self):
         return ("v", "buf") if self.momentum > 0.0 else ("v",)
 
-    def _update(self, params, key, g, state, t):
-        p = params[key]
+    def update(self, p, g, state, t):
         xp = B.namespace(p)
         if self.weight_decay != 0.0:
             g = g + self.weight_decay * p
-        v = state["v"]
-        g2 = g * g
-        g2 *= 1.0 - self.alpha
-        v *= self.alpha
-        v += g2
-        avg = xp.sqrt(v)
-        avg += self.eps
+        state["v"] = self.alpha * state["v"] + (1 - self.alpha) * g * g
+        avg = xp.sqrt(state["v"]) + self.eps
         if self.momentum > 0.0:
-            buf = state["buf"]
-            buf *= self.momentum
-            buf += g / avg
-            p -= self.lr * buf
+            state["buf"] = self.momentum * state["buf"] + g / avg
+            p -= self.lr * state["buf"]
         else:
-            upd = g / avg
-            upd *= self.lr
-            p -= upd
+            p -= self.lr * g / avg
 
 
-def clip_grad_norm(model, max_norm: float):
+def clip_grad_norm(params, max_norm: float):
     r"""Rescale all gradients together so that their global L2 norm is at most ``max_norm``.
 
     Notes
@@ -542,9 +491,9 @@ def clip_grad_norm(model, max_norm: float):
     max_norm = _check_float("max_norm", max_norm, low=0.0)
     if max_norm == 0.0:
         raise ValueError("clip_grad_norm: max_norm must be > 0")
-    grads = [g for _, g in model.named_grads()]
+    grads = [slot.grad for slot in _slots(params, "clip_grad_norm")]
     if not grads:
-        raise ValueError("clip_grad_norm: the model has no parameters")
+        raise ValueError("clip_grad_norm: there are no parameters")
     xp = B.namespace(grads[0])
     total_sq = None
     for g in grads:
@@ -560,7 +509,7 @@ def clip_grad_norm(model, max_norm: float):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp}
 
 
-def make_optimizer(name: str, model, **kw) -> Optimizer:
+def make_optimizer(name: str, params, **kw) -> Optimizer:
     """Build an optimizer by name: ``'sgd'``, ``'adam'``, ``'adamw'`` or ``'rmsprop'``.
 
     ``kw`` go to the class (``lr`` is required for ``'sgd'``). Case-insensitive.
@@ -569,7 +518,7 @@ def make_optimizer(name: str, model, **kw) -> Optimizer:
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
     try:
-        return OPTIMIZERS[key](model, **kw)
+        return OPTIMIZERS[key](params, **kw)
     except TypeError as err:
         raise TypeError(f"make_optimizer({name!r}): {err}") from err
 

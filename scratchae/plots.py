@@ -1,6 +1,7 @@
 """Figures (matplotlib, headless PNG). Needs ``pip install 'scratchae[plots]'``.
 
-Every function takes host (NumPy) arrays and a path, writes one PNG and returns the path.
+Every function takes host (NumPy) arrays and a path, writes one PNG and returns the path;
+:func:`make_figures` writes all of a training run's figures.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from . import backend as B
 
 __all__ = ["image_grid", "reconstructions", "samples", "latent_scatter", "manifold",
-           "loss_curves"]
+           "loss_curves", "make_figures"]
 
 
 def _plt():
@@ -117,3 +118,38 @@ def loss_curves(history, path, keys=None, title="loss per epoch (nats per exampl
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def make_figures(model, kind, x_test, y_test, history, out, seed):
+    """Write a training run's PNGs into ``out`` and return their paths: loss curves,
+    reconstructions (with the corrupted inputs for a DAE), samples (VAE, AAE), and for a
+    2-D code the latent scatter (with prior samples for an AAE) and the VAE's manifold.
+    Noise comes from ``Generator(seed + 99)``, never from the model's generator."""
+    from .stochastic import corrupt
+    p0 = next(iter(model.named_parameters()))[1]
+    be, dt = B.resolve(p0), B.dtype_name(p0.dtype)
+    rng = B.Generator(seed + 99, device=be)
+    x = be.asarray(x_test[:10], dt)
+    paths = [loss_curves(history, os.path.join(out, "loss_curves.png"))]
+    corrupted = None
+    if kind == "dae":
+        xc = corrupt(x, model.corruption, model.level, rng=rng)
+        corrupted = B.to_numpy(xc)
+        recon = B.to_numpy(model.reconstruct(xc))
+    else:
+        recon = B.to_numpy(model.reconstruct(x))
+    paths.append(reconstructions(x_test[:10], recon, os.path.join(out, "reconstructions.png"),
+                                 corrupted=corrupted))
+    if kind in ("vae", "aae"):
+        paths.append(samples(B.to_numpy(model.sample(100, rng)), os.path.join(out, "samples.png")))
+    if model.config["sizes"][-1] == 2:
+        codes = B.to_numpy(model.encode(be.asarray(x_test[:5000], dt)))
+        prior = None
+        if kind == "aae":
+            prior = B.to_numpy(model.prior.sample(5000, rng, None, dt))
+        paths.append(latent_scatter(codes, y_test[:5000], os.path.join(out, "latent.png"),
+                                    prior_samples=prior))
+        if kind == "vae":
+            paths.append(manifold(lambda z: B.to_numpy(model.decode(be.asarray(z, dt))),
+                                  os.path.join(out, "manifold.png")))
+    return paths

@@ -10,10 +10,11 @@ check holds it fixed.
 from __future__ import annotations
 
 from . import backend as B
+from .losses import batch_mean
 from .module import InputError, Module
 
 __all__ = [
-    "GaussianSample", "gaussian_kl", "gaussian_kl_between", "SoftClamp",
+    "GaussianSample", "gaussian_kl", "gaussian_kl_per_example", "gaussian_kl_between", "SoftClamp",
     "corrupt", "CORRUPTIONS", "Prior", "StandardGaussianPrior", "GaussianMixturePrior",
     "SwissRollPrior", "UniformPrior", "make_prior",
 ]
@@ -58,6 +59,12 @@ class GaussianSample(Module):
         return dz, dz * dz_dlogvar
 
 
+def gaussian_kl_per_example(mu, logvar):
+    r"""KL(N(mu, exp(logvar)) || N(0, I)) per example (N,): ``sum_j 0.5 * (exp(logvar) + mu**2 - 1 - logvar)``."""
+    xp = B.namespace(mu, logvar)
+    return 0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1)
+
+
 def gaussian_kl(mu, logvar):
     r"""KL(N(mu, exp(logvar)) || N(0, I)), summed over d, mean over the batch::
 
@@ -74,9 +81,8 @@ def gaussian_kl(mu, logvar):
         raise InputError(f"gaussian_kl: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} differ")
     xp = B.namespace(mu, logvar)
     n = mu.shape[0]
-    var = xp.exp(logvar)
-    value = 0.5 * xp.sum(var + mu * mu - 1.0 - logvar) / n
-    return value, mu / n, 0.5 * (var - 1.0) / n
+    value = batch_mean(gaussian_kl_per_example(mu, logvar))
+    return value, mu / n, 0.5 * (xp.exp(logvar) - 1.0) / n
 
 
 def gaussian_kl_between(mu_q, logvar_q, mu_p, logvar_p):
@@ -235,7 +241,7 @@ class GaussianMixturePrior(Prior):
 
 class SwissRollPrior(Prior):
     r"""2-D swiss roll: t ~ U(0, 1), radius 3 sqrt(t), angle 3 pi sqrt(t);
-    with ``labels``, t is drawn within the label's tenth of [0, 1]."""
+    with ``labels``, t is drawn within the label's 1/k of [0, 1]: [c/k, (c+1)/k) for label c."""
 
     def __init__(self, k: int = 10):
         self.dim, self.k, self.n_classes = 2, int(k), int(k)

@@ -6,35 +6,13 @@ import sys
 import time
 
 from . import backend as B
+from .evaluation import evaluate
 
 __all__ = ["fit", "evaluate", "TrainingDiverged"]
 
 
 class TrainingDiverged(FloatingPointError):
     """A loss term became NaN or Inf; the message names it."""
-
-
-def _to_device(host, backend, dtype):
-    return backend.asarray(host, dtype)
-
-
-def evaluate(model, x, y=None, batch_size=1000, backend=None):
-    """Mean of each loss term over a data set (host float array x), in eval mode.
-
-    Terms are per-example means (nats per example for likelihood terms).
-    """
-    backend = backend or B.resolve(next(iter(model.named_parameters()))[1])
-    dt = B.dtype_name(next(iter(model.named_parameters()))[1].dtype)
-    sums, n = {}, 0
-    for start in range(0, len(x), batch_size):
-        xb = _to_device(x[start:start + batch_size], backend, dt)
-        yb = None if y is None else backend.asarray(y[start:start + batch_size], "int64")
-        terms = model.eval_terms(xb, yb)
-        m = xb.shape[0]
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v * m        # stays on device until the end
-        n += m
-    return {k: B.to_scalar(v) / n for k, v in sums.items()}
 
 
 def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_test=None,
@@ -74,7 +52,7 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
     for name, data in (("x_train", x_train), ("x_test", x_test)):
         if data is not None and not host.all(host.isfinite(data)):
             raise ValueError(f"fit: {name} of shape {data.shape} contains NaN or Inf")
-    X = _to_device(x_train, backend, dt)
+    X = backend.asarray(x_train, dt)
     Y = None if y_train is None else backend.asarray(y_train, "int64")
     xp = backend.xp
     checked_before, model.check_values = model.check_values, False
@@ -114,7 +92,7 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
             record = {"epoch": epoch + 1}
             record.update({f"train_{k}": B.to_scalar(v) / seen for k, v in sums.items()})
             if x_test is not None:
-                test = evaluate(model, x_test, y_test, backend=backend)
+                test = evaluate(model, x_test, y_test)
                 record.update({f"test_{k}": v for k, v in test.items()})
             record["seconds"] = time.perf_counter() - t0
             history.append(record)

@@ -5,6 +5,9 @@ discriminator) against central differences w.r.t. every parameter, with all nois
 fixed (``eps=``, ``noise=``, ``z_prior=``). Models are tiny, float64 and mostly tanh
 (smooth, so no kinks and non-zero gradients everywhere), and run on NumPy and on
 array_api_strict's non-CPU ``device1`` (the no-GPU stand-in for CUDA).
+
+Every test here runs twice: with scratchae's fast paths on, and in reference mode
+(``scratchae.fast.reference_mode``: the code exactly as written, no fast path).
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ from scratchae.models import (
 )
 from scratchae.module import InputError
 from scratchae.stochastic import GaussianSample
-from scratchae.train import TrainingDiverged, evaluate, fit
+from scratchae import evaluation, fast
+from scratchae.evaluation import evaluate
+from scratchae.train import TrainingDiverged, fit
 
 #: NumPy, array_api_strict on its non-CPU device (refuses silent conversion and device
 #: mixing), and CuPy when a GPU is present.
@@ -29,6 +34,13 @@ GC_DEVICES = ["cpu", "array_api_strict:device1", pytest.param("cuda", marks=pyte
 
 N, D = 4, 6                  # batch and input width of the gradient checks
 SIZES = (D, 5, 3)
+
+
+@pytest.fixture(params=["fast", "reference"], scope="module", autouse=True)
+def speed_mode(request):
+    """The whole module once with the fast paths, once in reference mode."""
+    with fast.reference_mode(request.param == "reference"):
+        yield request.param
 
 
 @pytest.fixture(params=GC_DEVICES, scope="module")
@@ -275,8 +287,8 @@ def test_iwae_64_is_at_least_the_elbo(trained_vae):
     m, x = trained_vae
     xb = x[:64]
     # the mean ELBO over 200 single-sample estimates (per example SE ~ 1 nat / sqrt(200))
-    elbo = np.mean([np.mean(B.to_numpy(m.elbo(xb, rng=B.Generator(s)))) for s in range(200)])
-    iwae = float(np.mean(B.to_numpy(m.iwae_bound(xb, 64, rng=B.Generator(1000)))))
+    elbo = np.mean([np.mean(B.to_numpy(evaluation.elbo(m, xb, B.Generator(s)))) for s in range(200)])
+    iwae = float(np.mean(B.to_numpy(evaluation.iwae_bound(m, xb, 64, B.Generator(1000)))))
     # IWAE_64 >= ELBO in expectation; measured gap ~0.9 nats here, MC noise ~0.05
     assert iwae >= elbo - 0.05, (iwae, elbo)
 
@@ -287,7 +299,7 @@ def test_iwae_grows_with_k(trained_vae):
     for k in (1, 16, 256):
         # average of two seeds over 256 examples: SE of each mean ~0.02 nats;
         # measured E[IWAE_1] - E[IWAE_16] ~0.8, E[IWAE_16] - E[IWAE_256] ~0.1
-        means[k] = np.mean([np.mean(B.to_numpy(m.iwae_bound(x, k, rng=B.Generator(s))))
+        means[k] = np.mean([np.mean(B.to_numpy(evaluation.iwae_bound(m, x, k, B.Generator(s))))
                             for s in (1, 2)])
     assert means[1] < means[16] < means[256], means
 
@@ -297,8 +309,8 @@ def test_iwae_matches_a_direct_host_computation(trained_vae):
     same eps stream (k = 7 in chunks of 2, 2, 2, 1 samples)."""
     m, x = trained_vae
     xb, k = x[:3], 7
-    got = B.to_numpy(m.iwae_bound(xb, k, rng=B.Generator(4), max_rows=6))
-    mu, logvar = (B.to_numpy(a) for a in m.encode(xb))
+    got = B.to_numpy(evaluation.iwae_bound(m, xb, k, B.Generator(4), max_rows=6))
+    mu, logvar = (B.to_numpy(a) for a in m.posterior(xb))
     eps = np.random.default_rng(4).standard_normal((k, 3, 4))
     z = mu + np.exp(0.5 * logvar) * eps
     m.decoder.eval()
@@ -317,8 +329,8 @@ def test_iwae_matches_a_direct_host_computation(trained_vae):
 def test_iwae_1_is_the_elbo_in_expectation(trained_vae):
     m, x = trained_vae
     xb = x[:64]
-    elbo = np.array([np.mean(B.to_numpy(m.elbo(xb, rng=B.Generator(s)))) for s in range(300)])
-    iw1 = np.array([np.mean(B.to_numpy(m.iwae_bound(xb, 1, rng=B.Generator(10_000 + s))))
+    elbo = np.array([np.mean(B.to_numpy(evaluation.elbo(m, xb, B.Generator(s)))) for s in range(300)])
+    iw1 = np.array([np.mean(B.to_numpy(evaluation.iwae_bound(m, xb, 1, B.Generator(10_000 + s))))
                     for s in range(300)])
     # both are unbiased estimates of the same mean ELBO: the difference of the two averages
     # has SE sqrt(var_a / 300 + var_b / 300); allow 5 SE
@@ -337,18 +349,18 @@ def test_iwae_k5000_chunks_and_is_finite(trained_vae, monkeypatch):
         return real(z)
 
     monkeypatch.setattr(m.decoder, "forward", counting)
-    small = B.to_numpy(m.iwae_bound(xb, 5000, rng=B.Generator(3), max_rows=1000))
+    small = B.to_numpy(evaluation.iwae_bound(m, xb, 5000, B.Generator(3), max_rows=1000))
     # 1000 rows // 4 examples = 250 samples per chunk: 20 chunks of 1000 decoder rows
     assert len(calls) == 20 and all(c == (1000, 4) for c in calls), calls[:3]
     assert small.shape == (4,) and np.all(np.isfinite(small))
     calls.clear()
-    big = B.to_numpy(m.iwae_bound(xb, 5000, rng=B.Generator(3)))
+    big = B.to_numpy(evaluation.iwae_bound(m, xb, 5000, B.Generator(3)))
     assert len(calls) == 1
     # chunking draws the same eps stream, so the bounds agree up to log-sum-exp rounding
     np.testing.assert_allclose(small, big, rtol=1e-10)
     # uneven last chunk: k not a multiple of the chunk size
     calls.clear()
-    odd = B.to_numpy(m.iwae_bound(xb, 1003, rng=B.Generator(3), max_rows=1000))
+    odd = B.to_numpy(evaluation.iwae_bound(m, xb, 1003, B.Generator(3), max_rows=1000))
     assert [c[0] for c in calls] == [1000, 1000, 1000, 1000, 12]
     assert np.all(np.isfinite(odd))
 
@@ -359,10 +371,9 @@ def test_vae_sample_reconstruct_encode(trained_vae):
     assert s.shape == (7, 32) and s.min() >= 0.0 and s.max() <= 1.0
     rec = B.to_numpy(m.reconstruct(x[:5]))
     assert rec.shape == (5, 32) and rec.min() >= 0.0 and rec.max() <= 1.0
-    enc = m.encode(x[:5])
-    assert isinstance(enc, tuple) and len(enc) == 2
-    mu, logvar = enc
+    mu, logvar = m.posterior(x[:5])
     assert tuple(mu.shape) == (5, 4) and tuple(logvar.shape) == (5, 4)
+    np.testing.assert_array_equal(B.to_numpy(m.encode(x[:5])), B.to_numpy(mu))   # the code is mu
     # reconstruct decodes the posterior mean
     np.testing.assert_allclose(rec, B.to_numpy(m.decode(mu)), rtol=1e-12)
     # using the model leaves it in training mode with no cache
@@ -373,11 +384,11 @@ def test_vae_encode_on_strict_device():
     dev = B.resolve("array_api_strict:device1")
     m = VAE((6, 5, 2), likelihood="gaussian", logvar_bound=1.0, rng=_rng(dev, 0), dtype="float64")
     x = _x(dev)
-    mu, logvar = m.encode(x)
+    mu, logvar = m.posterior(x)
     assert B.device_of(mu) == dev.device and tuple(mu.shape) == (N, 2)
     assert np.all(np.abs(B.to_numpy(logvar)) < 1.0)
     assert tuple(m.sample(3, rng=_rng(dev, 1)).shape) == (3, 6)
-    assert np.all(np.isfinite(B.to_numpy(m.iwae_bound(x, 8, rng=_rng(dev, 2)))))
+    assert np.all(np.isfinite(B.to_numpy(evaluation.iwae_bound(m, x, 8, _rng(dev, 2)))))
 
 
 # =============================================================================================
@@ -395,7 +406,7 @@ def test_aae_train_step_and_discriminator_accuracy():
     # all three parts moved
     for part in ("encoder.", "decoder.", "discriminator."):
         assert any(not np.array_equal(before[k], after[k]) for k in before if k.startswith(part)), part
-    acc = B.to_scalar(m.discriminator_accuracy(x, rng=B.Generator(1)))
+    acc = B.to_scalar(evaluation.discriminator_accuracy(m, x, rng=B.Generator(1)))
     assert 0.0 <= acc <= 1.0
     assert not any(mod.has_cache for mod in m.modules())
     # the same number computed directly: prior rows should score > 0, code rows <= 0
@@ -406,7 +417,7 @@ def test_aae_train_step_and_discriminator_accuracy():
     assert acc == pytest.approx(((logits[:64] > 0).sum() + (logits[64:] <= 0).sum()) / 128)
     # a discriminator that calls everything "prior" is right on exactly half the rows
     m.discriminator[-1].params["b"][...] = 1e3
-    assert B.to_scalar(m.discriminator_accuracy(x, rng=B.Generator(1))) == 0.5
+    assert B.to_scalar(evaluation.discriminator_accuracy(m, x, rng=B.Generator(1))) == 0.5
 
 
 def test_supervised_aae_needs_labels():
@@ -420,7 +431,7 @@ def test_supervised_aae_needs_labels():
     y = be.asarray(np.arange(16) % 10, "int64")
     terms = m.train_step(x, y)
     assert all(math.isfinite(B.to_scalar(v)) for v in terms.values())
-    acc = B.to_scalar(m.discriminator_accuracy(x, labels=y, rng=B.Generator(2)))
+    acc = B.to_scalar(evaluation.discriminator_accuracy(m, x, labels=y, rng=B.Generator(2)))
     assert 0.0 <= acc <= 1.0
     # fit passes the labels through
     hist = fit(m, _patterns(64), np.arange(64) % 10, epochs=1, batch_size=16, progress=False)
@@ -597,7 +608,7 @@ def test_discriminator_accuracy_and_dae_eval_terms_on_strict_device():
     r = B.Generator(3, device=dev)
     aae = AdversarialAutoencoder((12, 8, 2), disc_sizes=(6,), rng=r, dtype="float64")
     x = r.uniform((10, 12), dtype="float64")
-    acc = B.to_scalar(aae.discriminator_accuracy(x, rng=B.Generator(1, device=dev)))
+    acc = B.to_scalar(evaluation.discriminator_accuracy(aae, x, rng=B.Generator(1, device=dev)))
     assert 0.0 <= acc <= 1.0
     dae = DenoisingAutoencoder((12, 8, 3), corruption="masking", level=0.5, rng=r, dtype="float64")
     terms = dae.eval_terms(x)

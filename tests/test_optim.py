@@ -45,8 +45,13 @@ class Toy(Module):
             self.to(device=device)
 
 
-def host_params(model) -> dict:
-    return {n: np.array(B.to_numpy(p), copy=True) for n, p in model.named_parameters()}
+def _slots_of(obj):
+    """The parameter slots of an optimizer or a module."""
+    return obj.slots if isinstance(obj, Optimizer) else obj.parameter_slots()
+
+
+def host_params(obj) -> dict:
+    return {s.name: np.array(B.to_numpy(s.param), copy=True) for s in _slots_of(obj)}
 
 
 def oracle_grad(name, p, t):
@@ -60,21 +65,21 @@ def oracle_grad(name, p, t):
     return scale * (p - 0.5) + 0.3 * scale * noise
 
 
-def set_grads(model, t, fn=oracle_grad):
-    model.zero_grad()
-    for name, m, k in model.parameter_slots():
-        p = m.params[k]
-        g = fn(name, B.to_numpy(p).astype(np.float64), t)
-        m.grads[k] += B.from_numpy(g, device=p, dtype=B.dtype_name(p.dtype))
+def set_grads(obj, t, fn=oracle_grad):
+    for slot in _slots_of(obj):
+        p = slot.param
+        g = fn(slot.name, B.to_numpy(p).astype(np.float64), t)
+        slot.grad[...] = 0
+        slot.grad[...] += B.from_numpy(g, device=p, dtype=B.dtype_name(p.dtype))
 
 
 def run(opt, steps, start=1):
     """``steps`` optimizer steps on the oracle; the host parameters after each one."""
     traj = []
     for t in range(start, start + steps):
-        set_grads(opt.model, t)
+        set_grads(opt, t)
         opt.step()
-        traj.append(host_params(opt.model))
+        traj.append(host_params(opt))
     return traj
 
 
@@ -589,14 +594,14 @@ def test_sgd_without_momentum_keeps_no_buffers():
 
 
 # --- subnormal buffers ------------------------------------------------------------------
-def test_flush_tiny_zeroes_only_what_is_about_to_become_subnormal(device):
-    from scratchae.optim import flush_tiny
+def test_flush_subnormals_zeroes_only_what_is_about_to_become_subnormal(device):
+    from scratchae.fast import flush_subnormals
     for dtype in ("float32", "float64"):
         tiny = float(np.finfo(dtype).tiny)
         host = np.asarray([1e-3, -2e-20, tiny * 1e9, -tiny * 1e9, tiny * 1e7, -tiny * 3e7, tiny,
                            tiny / 4, -tiny / 8, 0.0, np.nan, np.inf, -5.0], dtype)
         a = B.from_numpy(host, device=device, dtype=dtype)
-        flush_tiny(a)
+        flush_subnormals(a)
         out = B.to_numpy(a)
         assert out.dtype == np.dtype(dtype)
         keep = np.abs(np.nan_to_num(host, nan=1.0)) >= tiny * 1e8
@@ -625,5 +630,5 @@ def test_decaying_buffers_never_turn_subnormal(opt_cls, kw, monkeypatch):
     # 0.9**t * 1e-3 is subnormal from t ~ 790 on, and stays so for good: k * 2**-149 times
     # 0.9 rounds back to k * 2**-149 for k < 5, so the decay stalls above zero
     assert subnormals(_stopped_gradient(opt_cls, 850, **kw)) == 0
-    monkeypatch.setattr("scratchae.optim.FLUSH_EVERY", 10**9)   # without the flush: it does
+    monkeypatch.setattr("scratchae.fast.FLUSH_EVERY", 10**9)    # without the flush: it does
     assert subnormals(_stopped_gradient(opt_cls, 850, **kw)) > 0

@@ -1,11 +1,10 @@
-"""The adversarial autoencoder (Makhzani et al. 2016). Derivations: ``docs/aae.md``."""
+"""The adversarial autoencoder (Makhzani et al. 2015). Derivations: ``docs/aae.md``."""
 from __future__ import annotations
 
 from .. import backend as B
 from .. import losses
-from ..module import Module
 from ..stochastic import make_prior
-from .base import AutoencoderBase, Objective, decoded_mean, likelihood_width, mlp, reconstruction
+from .base import AutoencoderBase, Objective, mlp, mlp_decoder, reconstruction
 
 __all__ = ["AdversarialAutoencoder"]
 
@@ -60,24 +59,27 @@ class AdversarialAutoencoder(AutoencoderBase):
             raise ValueError(f"supervised AAE: prior {prior!r} has {self.prior.n_classes} label-conditioned "
                              f"parts, not n_classes={n_classes}; use prior 'mixture' or 'swiss_roll'")
         self.encoder = mlp(sizes, activation, rng, dtype, input_grad=False)
-        dec_sizes = sizes[::-1]
-        dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
-        self.decoder = mlp(dec_sizes, activation, rng, dtype)
+        self.decoder = mlp_decoder(sizes, likelihood, activation, rng, dtype)
         d_in = sizes[-1] + (self.n_classes if supervised else 0)
         self.discriminator = mlp([d_in, *disc_sizes, 1], activation, rng, dtype)
 
     def configure_optimizers(self, name="adam", lr=1e-3, disc_lr=None, gen_lr=None, **kw):
+        """Three optimizers, one per phase, each over the parameter slots it trains: the
+        encoder has two (reconstruction and generator), each with its own state (``docs/aae.md``)."""
         from ..optim import make_optimizer
-        pair = _Pair(self.encoder, self.decoder)  # not registered: a view for one optimizer
+        encoder = self.encoder.parameter_slots("encoder")
         self.optimizers = {
-            "autoencoder": make_optimizer(name, pair, lr=lr, **kw),
-            "discriminator": make_optimizer(name, self.discriminator, lr=disc_lr or lr, **kw),
-            "generator": make_optimizer(name, self.encoder, lr=gen_lr or lr, **kw),
+            "autoencoder": make_optimizer(name, encoder + self.decoder.parameter_slots("decoder"),
+                                          lr=lr, **kw),
+            "discriminator": make_optimizer(name, self.discriminator.parameter_slots("discriminator"),
+                                            lr=disc_lr or lr, **kw),
+            "generator": make_optimizer(name, encoder, lr=gen_lr or lr, **kw),
         }
         return self
 
     # --- helpers -------------------------------------------------------------------------
-    def _disc_input(self, z, labels):
+    def discriminator_input(self, z, labels=None):
+        """What D sees for codes z: z, and with ``supervised=True`` the one-hot labels beside it."""
         if not self.supervised:
             return z
         if labels is None:
@@ -110,7 +112,7 @@ class AdversarialAutoencoder(AutoencoderBase):
         if z_prior is None:
             z_prior = self.prior.sample(n, self.rng, labels, B.dtype_name(code.dtype))
         lab2 = None if labels is None else xp.concat([labels, labels])
-        inp = self._disc_input(xp.concat([z_prior, code], axis=0), lab2)
+        inp = self.discriminator_input(xp.concat([z_prior, code], axis=0), lab2)
         logits = self.discriminator(inp)
         ones = xp.ones((n, 1), dtype=logits.dtype, device=B.device_of(logits))
         target = xp.concat([ones, 0.0 * ones], axis=0)
@@ -126,7 +128,7 @@ class AdversarialAutoencoder(AutoencoderBase):
         self.check_batch(x)
         xp = B.namespace(x)
         code = self.encoder(x)
-        logits = self.discriminator(self._disc_input(code, labels))
+        logits = self.discriminator(self.discriminator_input(code, labels))
         ones = xp.ones(tuple(logits.shape), dtype=logits.dtype, device=B.device_of(logits))
         value, dlogits = losses.bce_with_logits(logits, ones)
         return Objective(value, {"gen": value}, {"logits": dlogits}, {"code": code, "logits": logits})
@@ -159,51 +161,21 @@ class AdversarialAutoencoder(AutoencoderBase):
         opt["generator"].step()
         return {"recon": rec.value, "disc": dis.value, "gen": gen.value, "loss": rec.value}
 
-    def eval_terms(self, x, y=None):
+    def eval_terms(self, x, y=None, rng=None):
+        """Test terms; the discriminator's prior samples come from ``rng`` (the evaluation's
+        stream; default a fixed seed per call), never from the model's generator."""
         labels = y if self.supervised else None
+        rng = rng if rng is not None else B.Generator(1234, device=x)
+        z_prior = self.prior.sample(x.shape[0], rng, labels, B.dtype_name(x.dtype))
 
         def all_terms():
             terms = dict(self.loss(x).terms)
-            terms["disc"] = self.discriminator_loss(x, labels=labels).value
+            terms["disc"] = self.discriminator_loss(x, z_prior=z_prior, labels=labels).value
             terms["gen"] = self.generator_loss(x, labels=labels).value
             return terms
         return self._eval(all_terms)
 
     # --- using a trained model ---------------------------------------------------------------
-    def encode(self, x):
-        return self._eval(self.encoder, x)
-
-    def decode(self, z):
-        return decoded_mean(self._eval(self.decoder, z), self.likelihood, self.config["input_dim"])
-
-    def reconstruct(self, x):
-        return self.decode(self.encode(x))
-
-    def sample(self, n, rng=None, labels=None):
-        """Decode n prior samples."""
-        rng = rng or self.rng
-        dt = B.dtype_name(self.decoder[0].params["W"].dtype)
-        return self.decode(self.prior.sample(n, rng, labels, dt))
-
-    def discriminator_accuracy(self, x, labels=None, rng=None):
-        """Fraction of [prior samples; codes] D classifies right (0.5: codes look like the prior)."""
-        rng = rng or self.rng
-        xp = B.namespace(x)
-        code = self.encode(x)
-        n = code.shape[0]
-        zp = self.prior.sample(n, rng, labels, B.dtype_name(code.dtype))
-        lab2 = None if labels is None else xp.concat([labels, labels])
-        logits = self._eval(self.discriminator, self._disc_input(xp.concat([zp, code], axis=0), lab2))
-        right = (xp.sum(xp.astype(logits[:n, :] > 0, code.dtype))
-                 + xp.sum(xp.astype(logits[n:, :] <= 0, code.dtype)))
-        return right / (2 * n)
-
-
-class _Pair(Module):
-    """Encoder and decoder as one Module, so one optimizer updates both (names "encoder.*",
-    "decoder.*" as in the full model)."""
-
-    def __init__(self, encoder, decoder):
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
+    def sample(self, n, rng, labels=None):
+        """Decode n prior samples drawn from ``rng``."""
+        return self.decode(self.prior.sample(n, rng, labels, self.dtype))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import backend as B
 from ..layers import ACTIVATIONS, Linear, Sequential, TiedLinear
-from .base import AutoencoderBase, Objective, decoded_mean, likelihood_width, mlp, reconstruction
+from .base import AutoencoderBase, Objective, likelihood_width, mlp, mlp_decoder, reconstruction
 
 __all__ = ["Autoencoder"]
 
@@ -58,21 +58,7 @@ class Autoencoder(AutoencoderBase):
                     layers.append(ACTIVATIONS[activation]())
             self.decoder = Sequential(*layers)
         else:
-            dec_sizes = sizes[::-1]
-            dec_sizes[-1] = likelihood_width(likelihood, sizes[0])
-            self.decoder = mlp(dec_sizes, activation, rng, dtype)
-
-    def encode(self, x):
-        """Codes of x (eval mode: no cache, no noise)."""
-        return self._eval(self.encoder, x)
-
-    def decode(self, code):
-        """Expected reconstruction (pixel means) from codes."""
-        out = self._eval(self.decoder, code)
-        return decoded_mean(out, self.likelihood, self.config["input_dim"])
-
-    def reconstruct(self, x):
-        return self.decode(self.encode(x))
+            self.decoder = mlp_decoder(sizes, likelihood, activation, rng, dtype)
 
     def loss(self, x, x_in=None):
         """Forward-only: terms and dL/d(outputs). ``x_in``: the encoder's input if not x (DAE)."""

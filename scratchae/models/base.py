@@ -10,7 +10,8 @@ from .. import losses
 from ..layers import ACTIVATIONS, Linear
 from ..module import InputError, Module, Sequential
 
-__all__ = ["Objective", "mlp", "LIKELIHOODS", "reconstruction", "likelihood_width", "AutoencoderBase"]
+__all__ = ["Objective", "mlp", "mlp_decoder", "LIKELIHOODS", "reconstruction", "log_likelihood",
+           "likelihood_width", "decoded_mean", "AutoencoderBase"]
 
 
 @dataclass
@@ -55,6 +56,14 @@ def likelihood_width(likelihood: str, d: int) -> int:
     return 2 * d if likelihood == "gaussian" else d
 
 
+def mlp_decoder(sizes, likelihood, activation="relu", rng=None, dtype="float32") -> Sequential:
+    """The decoder that mirrors an encoder of widths ``sizes`` (input first, code last):
+    ``mlp(reversed(sizes))`` whose last layer outputs what ``likelihood`` needs."""
+    dec_sizes = [int(s) for s in sizes[::-1]]
+    dec_sizes[-1] = likelihood_width(likelihood, dec_sizes[-1])
+    return mlp(dec_sizes, activation, rng, dtype)
+
+
 def reconstruction(out, x, likelihood: str):
     r"""``(value, dout)``: -log p(x | decoder output), summed over features, mean over batch.
 
@@ -69,6 +78,17 @@ def reconstruction(out, x, likelihood: str):
     d = x.shape[1]
     value, dmean, dlogvar = losses.gaussian_nll(x, out[:, :d], out[:, d:])
     return value, xp.concat([dmean, dlogvar], axis=1)
+
+
+def log_likelihood(out, x, likelihood: str):
+    """``log p(x | decoder output)`` per example (N,), in nats: minus the per-example term
+    that :func:`reconstruction` averages (for the ELBO and IWAE; "mse" is no likelihood)."""
+    if likelihood == "bernoulli":
+        return -losses.bce_per_example(out, x)
+    if likelihood == "gaussian":
+        d = x.shape[1]
+        return -losses.gaussian_nll_per_example(x, out[:, :d], out[:, d:])
+    raise ValueError("log-likelihoods need a likelihood (bernoulli or gaussian), not mse")
 
 
 def decoded_mean(out, likelihood: str, d: int):
@@ -125,6 +145,24 @@ class AutoencoderBase(Module):
         opt.step()
         return obj.terms
 
+    # --- using a trained model (eval mode: no cache, no noise) ---------------------------
+    def encode(self, x):
+        """The code of x (for the VAE: the posterior mean)."""
+        return self._eval(self.encoder, x)
+
+    def decode(self, z):
+        """The expected reconstruction from codes z: sigmoid(logits), the Gaussian mean, or x_hat."""
+        return decoded_mean(self._eval(self.decoder, z), self.likelihood, self.config["input_dim"])
+
+    def reconstruct(self, x):
+        """``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    @property
+    def dtype(self) -> str:
+        """The parameters' dtype name (``"float32"``)."""
+        return B.dtype_name(next(iter(self.named_parameters()))[1].dtype)
+
     def _eval(self, fn, *args):
         """``fn(*args)`` in eval mode (no cache, no corruption, BatchNorm running stats),
         restoring the mode after."""
@@ -135,6 +173,7 @@ class AutoencoderBase(Module):
         finally:
             self.train(was)
 
-    def eval_terms(self, x, y=None):
-        """Loss terms on a batch without training (eval mode, no cache)."""
+    def eval_terms(self, x, y=None, rng=None):
+        """Loss terms on a batch without training (eval mode, no cache). ``rng``: where any
+        noise the terms need comes from (the evaluation's own stream, never the model's)."""
         return self._eval(lambda: self.loss(x).terms)

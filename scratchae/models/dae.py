@@ -40,13 +40,15 @@ class DenoisingAutoencoder(Autoencoder):
     def corrupt(self, x, noise=None):
         return corrupt(x, self.corruption, self.level, rng=self.rng, noise=noise)
 
-    def eval_terms(self, x, y=None):
+    def eval_terms(self, x, y=None, rng=None):
         """Test terms: ``recon`` on the clean input (the model as used), and
-        ``recon_corrupted``, the denoising error: clean x reconstructed from a corrupted copy
-        (a fixed seed per call, so evaluations are comparable)."""
+        ``recon_corrupted``, the denoising error: clean x reconstructed from a copy corrupted
+        with noise from ``rng`` (the evaluation's stream; default a fixed seed per call, so
+        evaluations are comparable). The model's own generator is never drawn from."""
         from ..backend import Generator
         terms = dict(super().eval_terms(x, y))
-        fixed = corrupt(x, self.corruption, self.level, rng=Generator(1234, device=x))
+        rng = rng if rng is not None else Generator(1234, device=x)
+        fixed = corrupt(x, self.corruption, self.level, rng=rng)
         plain_loss = super().loss  # the autoencoder's loss: it corrupts nothing itself
         terms["recon_corrupted"] = self._eval(lambda: plain_loss(x, x_in=fixed).terms["recon"])
         return terms
