@@ -55,7 +55,7 @@ def parse_args(argv=None):
                         "before NumPy loads, unless already in the environment) (default 2)")
     p.add_argument("--scratchae-threads", type=int, default=None,
                    help="threads of scratchae's NumPy optimizer step "
-                        "(scratchae.backend.set_num_threads; default: the library's default)")
+                        "(scratchae.fast.set_num_threads; default: the library's default)")
     p.add_argument("--seed", type=int, default=0, help="repeat r uses seed + r (default 0)")
     p.add_argument("--torch-bce", choices=("probs", "logits"), default="probs",
                    help="VAE in torch: 'probs' = the example's sigmoid + binary_cross_entropy "
@@ -328,7 +328,7 @@ def memory_child(args):
     """Runs in a subprocess: set up, read RSS, reset the peak, train, read the peak."""
     device = args.device
     if args.scratchae_threads:
-        B.set_num_threads(args.scratchae_threads)
+        fast.set_num_threads(args.scratchae_threads)
     if args.memory_child == "torch":
         torch.set_num_threads(args.threads)
     x_train, x_test, _ = load_data(args, limit=args.memory_steps * args.batch_size)
@@ -420,7 +420,7 @@ def main(args):
     device = args.device
     torch.set_num_threads(args.threads)
     if args.scratchae_threads:
-        B.set_num_threads(args.scratchae_threads)
+        fast.set_num_threads(args.scratchae_threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no CUDA GPU")
     B.resolve(device)          # a clear DeviceError if scratchae cannot use it
@@ -481,7 +481,7 @@ def main(args):
     print(f"data: {data_desc}; pixels / 255 as float32; batch {args.batch_size}, {steps} steps "
           f"per epoch; Adam lr {args.lr:g}")
     print(f"threads: torch {torch.get_num_threads()}, OpenBLAS/OMP "
-          f"{os.environ.get('OPENBLAS_NUM_THREADS')}, scratchae optimizer step {B.num_threads()}; "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS')}, scratchae optimizer step {fast.num_threads()}; "
           f"{args.repeats} interleaved repeats of {args.epochs} epoch(s) each")
     print(f"load average (1, 5, 15 min) at start {' '.join(f'{v:.2f}' for v in load_start)}, "
           f"at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

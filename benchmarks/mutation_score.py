@@ -10,19 +10,19 @@ user runs it, and the code is every hand-written backward pass of scratchae::
 What is mutated
     The ``backward`` of every built-in layer (``scratchae/layers.py`` and
     ``stochastic.SoftClamp`` / ``GaussianSample``), and the gradient part of every function
-    returning ``(value, grad, ...)``: ``mse``, ``bce_with_logits`` and its portable core
-    ``bce_terms``, ``gaussian_nll``, ``softmax_cross_entropy``, ``gaussian_kl``,
-    ``gaussian_kl_between``. The BCE cases run on ``array_api_strict`` arrays: there
-    ``backend.fast_path`` answers None, so the portable ``bce_terms`` computes the
-    gradient (the package has no switch such as ``SCRATCHAE_REFERENCE`` to force it).
+    returning ``(value, grad, ...)``: ``mse``, ``bce_with_logits``, ``gaussian_nll``,
+    ``softmax_cross_entropy``, ``gaussian_kl``, ``gaussian_kl_between``. The BCE case runs on
+    ``array_api_strict`` arrays, where no fast path applies, so the reference
+    ``bce_with_logits`` computes the gradient (its ``fast.replaceable`` decorator is left
+    out of the mutant).
 
     Rule for functions: a mutation of the *value* changes the function, not its backward,
     so it is not a backward bug. Only these nodes are mutated: the return's gradient
     elements (all but element 0), and the right-hand sides of assignments whose names flow
     (transitively) into gradient elements and never into the value. A statement that
     feeds both (``diff = pred - target`` in ``mse``) is left alone. For layers every
-    expression flowing into the returned ``dx`` or into ``grads.add`` /
-    ``grads.add_matmul`` is fair game; shape checks (``check_dy``) are not.
+    expression flowing into the returned ``dx`` or into ``grads[k] +=`` is fair game;
+    shape checks (``check_dy``) are not.
 
 Operators (each mutant is exactly one change)
     binop      ``+ <-> -``, ``* <-> /``, ``** -> *``
@@ -32,14 +32,14 @@ Operators (each mutant is exactly one change)
     drop       ``a + b -> a | b``, ``a - b -> a | -b``, ``a * b -> a | b``, ``a / b -> a``
     transpose  a ``.T`` removed, or added to an operand of ``@`` / ``add_matmul`` / ``reshape``
     axis       ``axis=0 -> 1 | -1 | None`` and the like; ``keepdims`` flipped
-    overwrite  ``x += v -> x = v``; ``grads.add(k, v) -> grads[k][...] = v`` (same for add_matmul);
+    overwrite  ``x += v -> x = v`` (``grads[k] += v -> grads[k] = v``);
                other augmented operators swapped (``-= <-> +=``, ``*= <-> /=``)
     variable   a variable replaced by another array variable already in scope
 
 Each mutant is compiled from the mutated AST into a copy of its module's globals (so every
 name resolves as in the module) and installed on a subclass (methods) or called through
-that namespace (functions; a caller such as ``bce_with_logits`` is compiled into the same
-namespace so that it calls the mutated ``bce_terms``).
+that namespace (functions; a caller named as ``entry`` is compiled into the same namespace
+so that it calls the mutant).
 
 Equivalence
     Original and mutant run on ``--trials`` cases (different shapes, square and non-square
@@ -118,6 +118,12 @@ def _call_name(node):
     return None
 
 
+def _is_grads_update(node):
+    """``<...>.grads[key] += value``: a parameter gradient accumulated."""
+    return (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript)
+            and isinstance(node.target.value, ast.Attribute) and node.target.value.attr == "grads")
+
+
 def _is_grads_call(node):
     """``<...>.grads.add(key, value)`` or ``<...>.grads.add_matmul(key, a, b)``."""
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -154,6 +160,9 @@ class GradientCode:
                 self.grad_roots += [e for e in elts if not (isinstance(e, ast.Constant) and e.value is None)]
             elif isinstance(node, ast.Expr) and _is_grads_call(node.value):
                 self.grad_roots += node.value.args[1:]
+                self.stmt_roots.append(node)
+            elif _is_grads_update(node):
+                self.grad_roots.append(node.value)
                 self.stmt_roots.append(node)
             elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -402,6 +411,7 @@ def _function_tree(func):
     lines, first = inspect.getsourcelines(func)
     tree = ast.parse(textwrap.dedent("".join(lines)))
     ast.increment_lineno(tree, first - 1)
+    tree.body[0].decorator_list = []     # a fast-path dispatcher (fast.replaceable) stays out
     return tree
 
 

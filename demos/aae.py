@@ -23,36 +23,12 @@ import time
 
 import _common
 from scratchae import backend as B
+from scratchae import evaluation
 from scratchae import plots
-from scratchae.cli import RECIPES, make_figures
+from scratchae.cli import RECIPES
+from scratchae.plots import make_figures
 from scratchae.models import AdversarialAutoencoder
 from scratchae.train import fit
-
-
-def mmd2(a, b):
-    r"""Unbiased MMD^2 between samples a (n, d) and b (m, d), in the arrays' own namespace.
-
-    Kernel k(u, v) = exp(-|u - v|^2 / (2 h^2)), with h^2 the median of the squared pairwise
-    distances of the pooled sample (the median heuristic)::
-
-        MMD^2 = mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j)
-    """
-    xp = B.namespace(a, b)
-    z = xp.astype(xp.concat([a, b], axis=0), xp.float64)
-    big_n, n, m = z.shape[0], a.shape[0], b.shape[0]
-    sq = xp.sum(z * z, axis=1)
-    d2 = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
-    eye = xp.eye(big_n, dtype=xp.float64, device=B.device_of(z))
-    d2 = xp.where(eye > 0, 0.0, d2)                      # exact zeros on the diagonal
-    # median of the off-diagonal entries: after sorting, the N diagonal zeros come first
-    flat = xp.sort(xp.reshape(d2, (-1,)))
-    off = big_n * (big_n - 1)
-    h2 = 0.5 * (flat[big_n + (off - 1) // 2] + flat[big_n + off // 2])
-    k = xp.exp(-d2 / (2.0 * h2))
-    k_aa = (xp.sum(k[:n, :n]) - n) / (n * (n - 1))      # the diagonal's k = 1 left out
-    k_bb = (xp.sum(k[n:, n:]) - m) / (m * (m - 1))
-    k_ab = xp.mean(k[:n, n:])
-    return B.to_scalar(k_aa + k_bb - 2.0 * k_ab)
 
 
 def main(args):
@@ -72,12 +48,12 @@ def main(args):
     rng = B.Generator(args.seed + 1, device=be)
     x = be.asarray(x_test, "float32")
     labels = be.asarray(ds.y_test.astype("int64"), "int64") if args.supervised else None
-    acc = B.to_scalar(model.discriminator_accuracy(x, labels, rng))
+    acc = B.to_scalar(evaluation.discriminator_accuracy(model, x, rng, labels=labels))
     codes = model.encode(x)
     n = codes.shape[0]
     # supervised: prior samples take the test labels' components, so the class mix matches
-    mmd_codes = mmd2(codes, model.prior.sample(n, rng, labels))
-    refs = B.host.array([mmd2(model.prior.sample(n, rng, labels), model.prior.sample(n, rng, labels))
+    mmd_codes = evaluation.mmd2(codes, model.prior.sample(n, rng, labels))
+    refs = B.host.array([evaluation.mmd2(model.prior.sample(n, rng, labels), model.prior.sample(n, rng, labels))
                          for _ in range(args.mmd_repeats)])
 
     kind = "supervised " if args.supervised else ""
@@ -92,7 +68,7 @@ def main(args):
     print(f"  MMD^2(prior, prior') ref.  = {refs.mean():+.5f} +- {refs.std():.5f}  (mean +- sd over "
           f"{args.mmd_repeats} pairs of independent prior samples: what matching codes would give)")
 
-    paths = make_figures(model, "aae", x_test, ds.y_test, history, args.out, args.seed, be)
+    paths = make_figures(model, "aae", x_test, ds.y_test, history, args.out, args.seed)
     if args.supervised:
         lab = be.asarray(B.host.tile(B.host.arange(10), 10), "int64")   # column c: component c
         imgs = B.to_numpy(model.sample(100, B.Generator(args.seed + 2, device=be), labels=lab))

@@ -15,7 +15,8 @@ import time
 import _common
 from scratchae import backend as B
 from scratchae import losses
-from scratchae.cli import RECIPES, make_figures
+from scratchae.cli import RECIPES
+from scratchae.plots import make_figures
 from scratchae.models import Autoencoder
 from scratchae.train import fit
 
@@ -53,7 +54,7 @@ def main(args):
               f" per example, {seconds:4.1f} s")
 
     model, history, _ = results["untied"]
-    paths = make_figures(model, "ae", x_test, ds.y_test, history, args.out, args.seed, be)
+    paths = make_figures(model, "ae", x_test, ds.y_test, history, args.out, args.seed)
     paths.append(plot_tied_vs_untied(results, os.path.join(args.out, "tied_vs_untied.png")))
     print("figures: " + ", ".join(_common.rel(p) for p in paths))
 

@@ -15,7 +15,9 @@ import time
 
 import _common
 from scratchae import backend as B
-from scratchae.cli import RECIPES, make_figures
+from scratchae import evaluation
+from scratchae.cli import RECIPES
+from scratchae.plots import make_figures
 from scratchae.models import VAE
 from scratchae.train import fit
 
@@ -41,7 +43,7 @@ def main(args):
     for s in range(0, n, 100):
         xb = be.asarray(x_test[s:min(n, s + 100)], "float32")
         for k in total:
-            total[k] += B.to_scalar(be.xp.sum(model.iwae_bound(xb, k=k, rng=rng)))
+            total[k] += B.to_scalar(be.xp.sum(evaluation.iwae_bound(model, xb, k, rng)))
     iwae_seconds = time.perf_counter() - t0
 
     print(f"VAE {'-'.join(map(str, sizes))} on {ds.source} ({len(x_train)} train / "
@@ -50,7 +52,7 @@ def main(args):
           f"{h['test_kl']:.2f}; train -ELBO {h['train_loss']:.2f})")
     print(f"  test -IWAE_1 {-total[1] / n:7.2f}, -IWAE_{args.iwae_k} {-total[args.iwae_k] / n:7.2f} "
           f"nats/example on {n} test images ({iwae_seconds:.1f} s; an upper bound on -log p(x))")
-    paths = make_figures(model, "vae", x_test, ds.y_test, history, args.out, args.seed, be)
+    paths = make_figures(model, "vae", x_test, ds.y_test, history, args.out, args.seed)
     print("figures: " + ", ".join(_common.rel(p) for p in paths))
 
 

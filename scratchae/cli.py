@@ -282,11 +282,8 @@ def cmd_gradcheck(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
+    from .data import DataError
     from .module import InputError
-    try:
-        from .data import DataError
-    except ImportError:  # pragma: no cover
-        DataError = CLIError
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
                 "gradcheck": cmd_gradcheck}
     try:

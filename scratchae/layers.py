@@ -159,9 +159,9 @@ class TiedLinear(Module):
 class ReLU(Module):
     r"""``y = max(x, 0)``.
 
-    Backward::
+    Backward, with ``(x > 0)`` as 1.0 / 0.0::
 
-        dx = where(x > 0, dy, 0)
+        dx = dy * (x > 0)
 
     The derivative at exactly 0 is taken as 0 (a kink: the gradient checker reports it).
     Cache: x > 0 (a Boolean mask, as every activation's).
@@ -176,7 +176,7 @@ class ReLU(Module):
         positive = self.pop_cache()
         self.check_dy(dy, positive.shape)
         xp = B.namespace(dy)
-        return xp.where(positive, dy, 0.0)
+        return dy * xp.astype(positive, dy.dtype)
 
 
 class LeakyReLU(Module):

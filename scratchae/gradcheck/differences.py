@@ -66,10 +66,7 @@ def unravel(i, shape):
 
 
 def size(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+    return math.prod(shape)
 
 
 class Differencer:
