@@ -616,3 +616,27 @@ def test_discriminator_accuracy_and_dae_eval_terms_on_strict_device():
     # the denoising term uses a fixed corruption: repeatable, and different from the clean term
     assert B.to_scalar(terms["recon_corrupted"]) == B.to_scalar(again["recon_corrupted"])
     assert B.to_scalar(terms["recon_corrupted"]) != B.to_scalar(terms["recon"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluating_never_changes_the_noise_of_later_training(kind):
+    """Evaluation has its own random stream: test terms, IWAE, samples and figures drawn
+    between two epochs leave the second epoch's training bitwise as without them."""
+    def second_epoch(evaluate_between):
+        model = _small(kind, d=20).configure_optimizers("adam", lr=1e-3)
+        x = _patterns(64, 20)
+        fit(model, x, epochs=1, batch_size=16, progress=False)
+        if evaluate_between:
+            evaluate(model, x)
+            if kind == "vae":
+                evaluation.iwae_bound(model, B.resolve("cpu").asarray(x[:8]), 4, B.Generator(5))
+                evaluation.elbo(model, B.resolve("cpu").asarray(x[:8]), B.Generator(6))
+            if kind == "aae":
+                evaluation.discriminator_accuracy(model, B.resolve("cpu").asarray(x[:8]), B.Generator(7))
+            if kind in ("vae", "aae"):
+                model.sample(5, B.Generator(8))
+        return fit(model, x, epochs=1, batch_size=16, progress=False, start_epoch=1)[-1]
+    plain, evaluated = second_epoch(False), second_epoch(True)
+    for k in plain:
+        if k != "seconds":
+            assert plain[k] == evaluated[k], k
