@@ -212,11 +212,19 @@ class Differencer:
 
     def _resolve_flat(self, analytic, stencil, h, extra):
         """L did not move at all at step h, yet the analytic gradient is not zero. Either the
-        backward is wrong (a mask inverted: a gradient where the forward is flat), or forward
-        quantises (log(1 - sigmoid(x)) at large x takes few distinct values): larger steps tell
-        them apart. A trusted estimate that moves and agrees clears it; otherwise it fails."""
+        backward is wrong (a mask inverted: a gradient where the forward is flat), the forward
+        quantises (log(1 - sigmoid(x)) at large x takes few distinct values), or the step was
+        too small to move L past its rounding (an array of entries near 1e-8): larger steps,
+        up to an absolute eps, tell them apart. A trusted estimate that moves and agrees
+        clears it; otherwise it fails."""
         quantised = False
-        for s in (4.0 * h, 16.0 * h, 64.0 * h):
+        # up to 64h; and where the array itself is tiny (h, relative to it, far below eps),
+        # on up to an absolute step of eps: a right gradient of 5e-9 at inputs of 1e-8 moves L
+        # by less than its rounding at every relative step, and only there by enough to see
+        steps = [4.0 * h, 16.0 * h, 64.0 * h]
+        while steps[-1] * 16.0 <= self.tol["eps"]:
+            steps.append(steps[-1] * 16.0)
+        for s in steps:
             vals, st = stencil(s)
             n, trunc, d4 = self.estimate(vals, st)
             if not math.isfinite(n) or (n == 0.0 and trunc == 0.0):
