@@ -17,6 +17,7 @@ Speed code (fused kernels, scratch buffers, threads) lives in :mod:`scratchae.fa
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ import array_api_compat.numpy as _cnp
 __all__ = [
     "Backend", "Generator", "namespace", "device_of", "resolve", "to_numpy",
     "from_numpy", "synchronize", "cuda_available", "DeviceError", "is_numpy",
-    "to_scalar", "dtype_name",
+    "to_scalar", "dtype_name", "TRANSFERS",
 ]
 
 
@@ -37,6 +38,31 @@ host = _np
 
 class DeviceError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
+
+
+class Transfers:
+    """Bytes and copies between the host and a device (NumPy moves nothing, so counts
+    nothing). ``TRANSFERS.reset()`` then ``TRANSFERS.snapshot()`` measures a stretch of
+    work: ``benchmarks/transfer_bytes.py`` reports it per training step."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.to_device_bytes = self.to_device_copies = 0
+        self.to_host_bytes = self.to_host_copies = 0
+
+    def count(self, direction: str, nbytes: int) -> None:
+        setattr(self, f"{direction}_bytes", getattr(self, f"{direction}_bytes") + int(nbytes))
+        setattr(self, f"{direction}_copies", getattr(self, f"{direction}_copies") + 1)
+
+    def snapshot(self) -> dict:
+        return {k: getattr(self, k) for k in ("to_device_bytes", "to_device_copies",
+                                              "to_host_bytes", "to_host_copies")}
+
+
+#: the process's count of host <-> device copies
+TRANSFERS = Transfers()
 
 
 def is_numpy(x) -> bool:
@@ -58,14 +84,28 @@ def device_of(x):
     return array_api_compat.device(x)
 
 
+def _cuda_hint() -> str:
+    """The install command that fits this machine's NVIDIA driver, from ``scratchae doctor``."""
+    try:
+        from .doctor import cuda_install_hint
+        return cuda_install_hint()
+    except Exception:       # the hint must never hide the error it explains
+        return 'pip install -e ".[cuda12]" (CUDA 12 driver) or ".[cuda13]" (CUDA 13)'
+
+
 def _cupy():
     try:
         import cupy  # noqa: F401  (optional dependency)
     except ImportError as err:
         raise DeviceError(
-            "device 'cuda' needs CuPy, which is not installed: "
-            "pip install 'scratchae[cuda12]' (CUDA 12) or 'scratchae[cuda13]' (CUDA 13)"
-        ) from err
+            f"device 'cuda' needs CuPy, which is not installed ({err}): {_cuda_hint()}; "
+            "'scratchae doctor' shows what this machine has"
+        ) from None
+    except Exception as err:        # CuPy is there but broken (a CUDA library missing, ...)
+        raise DeviceError(
+            f"device 'cuda': CuPy is installed but fails to import ({type(err).__name__}: {err}); "
+            "run 'scratchae doctor' for the fix"
+        ) from None
     return cupy
 
 
@@ -89,17 +129,28 @@ class Backend:
     device: Any
 
     def asarray(self, host, dtype=None):
-        """Copy a NumPy (host) array onto this backend."""
-        dt = None if dtype is None else getattr(self.xp, str(dtype))
+        """Copy a NumPy (host) array onto this backend, cast to ``dtype`` on the host first
+        (so a float32 copy moves 4 bytes an entry, whatever the host array held)."""
+        h = _np.asarray(host, dtype=None if dtype is None else _np.dtype(str(dtype)))
         if self.xp is _cnp:
-            return _np.asarray(host, dtype=dt)
-        if _is_cupy_namespace(self.xp):
+            return h
+        TRANSFERS.count("to_device", h.nbytes)
+        if _is_cupy_namespace(self.xp):                     # CuPy-only (docs/cuda.md, line 1)
             with self.device:
-                return self.xp.asarray(host, dtype=dt)
-        return self.xp.asarray(host, dtype=dt, device=self.device)
+                return self.xp.asarray(h)
+        return self.xp.asarray(h, device=self.device)
 
     def zeros(self, shape, dtype="float64"):
-        return self.xp.zeros(shape, dtype=getattr(self.xp, str(dtype)), device=self.device)
+        with self.context():
+            return self.xp.zeros(shape, dtype=getattr(self.xp, str(dtype)), device=self.device)
+
+    def context(self):
+        """A ``with`` block in which new arrays land on this device: ``cuda:N`` makes GPU N
+        CuPy's current device (CuPy creates arrays and runs kernels on the current device,
+        whatever ``device=`` says); a no-op everywhere else."""
+        if _is_cupy_namespace(self.xp):                     # CuPy-only (docs/cuda.md, line 2)
+            return self.device
+        return contextlib.nullcontext()
 
     def __str__(self):
         return self.name
@@ -132,10 +183,11 @@ def resolve(device="cpu") -> Backend:
             except ValueError:
                 raise DeviceError(f"bad device name {device!r}: expected 'cuda' or 'cuda:N'") from None
         cupy = _cupy()
-        if not cupy.is_available():
+        if not cuda_available():
             raise DeviceError(
                 f"device {device!r} was asked for, CuPy is installed, but no CUDA GPU is "
-                "visible (cupy.is_available() is False); use --device cpu"
+                "visible (cupy.is_available() is False); 'scratchae doctor' says why "
+                "(driver, CuPy build), or use --device cpu"
             )
         count = cupy.cuda.runtime.getDeviceCount()
         if index >= count:
@@ -175,12 +227,15 @@ def to_numpy(x) -> _np.ndarray:
     if isinstance(x, (float, int, bool, _np.generic)):
         return _np.asarray(x)
     mod = type(x).__module__
-    if mod.startswith("cupy"):
-        return x.get()
-    if mod.startswith("array_api_strict"):
+    if mod.startswith("cupy"):                              # CuPy-only (docs/cuda.md, line 3)
+        out = x.get()
+    elif mod.startswith("array_api_strict"):
         import array_api_strict as xps
-        return _np.asarray(x.to_device(xps.Device("CPU_DEVICE")))
-    return _np.asarray(x)
+        out = _np.asarray(x.to_device(xps.Device("CPU_DEVICE")))
+    else:
+        out = _np.asarray(x)
+    TRANSFERS.count("to_host", out.nbytes)
+    return out
 
 
 def from_numpy(host, device="cpu", dtype=None):
@@ -203,94 +258,84 @@ def synchronize(device="cpu") -> None:
 
 
 class Generator:
-    """A seeded random generator living on one backend.
+    """A seeded random stream, the same on every device: NumPy's ``default_rng`` on the host.
 
-    NumPy's ``default_rng`` on CPU, CuPy's on CUDA, and for any other namespace
-    (array_api_strict) draws on the host with NumPy and moves the result, so tests
-    on the strict namespace see exactly the numbers the CPU would.
+    Every draw (initial weights, shuffling, VAE noise, corruption and dropout masks, prior
+    samples, IWAE samples) is made on the host in float64, cast there to the dtype asked
+    for, and copied to the generator's device: CPU, ``array_api_strict`` and CUDA see the
+    same numbers from the same seed, ``state()`` saves and restores on every device, and
+    the path CI runs on ``array_api_strict:device1`` is the path CUDA runs. A draw of more
+    than ``CHUNK`` entries is made and copied ``CHUNK`` entries at a time (the same numbers
+    as one draw), so the host never holds a second copy of a large array. The cost, bytes
+    copied per training step, is measured in ``docs/cuda.md``.
 
     Every stochastic piece of scratchae takes one of these: nothing touches global
     random state.
     """
+
+    #: entries drawn and copied at a time (32 MiB of float64 on the host)
+    CHUNK = 1 << 22
 
     def __init__(self, seed: int, device="cpu"):
         if seed is None or not isinstance(seed, (int, _np.integer)):
             raise TypeError(f"Generator needs an explicit integer seed, got {seed!r}")
         self.seed = int(seed)
         self.backend = resolve(device)
-        if _is_cupy_namespace(self.backend.xp):
-            import cupy
-            with self.backend.device:
-                self._rng = cupy.random.default_rng(self.seed)
-            self._host = False
-        else:
-            self._rng = _np.random.default_rng(self.seed)
-            self._host = True
+        self._rng = _np.random.default_rng(self.seed)
 
-    # --- state, so training can resume exactly --------------------------------
+    # --- state, so training can resume exactly (on any device) -------------------
     def state(self) -> dict:
-        if not self._host:
-            raise NotImplementedError("saving CuPy generator state is not supported; reseed instead")
+        """The stream's position: a JSON-able dict, the same whatever the device."""
         return self._rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
         self._rng.bit_generator.state = state
 
-    # --- draws -----------------------------------------------------------------
-    def _out(self, host_or_dev, dtype):
-        if self._host:
-            return self.backend.asarray(host_or_dev, dtype)
-        return host_or_dev.astype(dtype, copy=False)
+    # --- draws -------------------------------------------------------------------
+    def _draw(self, shape, host_values, dtype):
+        """``host_values(n)`` gives the stream's next n values (a NumPy array): made into
+        ``shape`` on this generator's device, cast to ``dtype`` on the host first."""
+        shape = (shape,) if isinstance(shape, (int, _np.integer)) else tuple(shape)
+        n = int(_np.prod(shape, dtype=_np.int64))
+        if n <= self.CHUNK or self.backend.xp is _cnp:
+            return self.backend.asarray(host_values(n).reshape(shape), dtype)
+        xp = self.backend.xp
+        with self.backend.context():
+            flat = xp.empty((n,), dtype=getattr(xp, str(dtype)), device=self.backend.device)
+        for start in range(0, n, self.CHUNK):
+            stop = min(n, start + self.CHUNK)
+            flat[start:stop] = self.backend.asarray(host_values(stop - start), dtype)
+        with self.backend.context():
+            return xp.reshape(flat, shape)
 
     def normal(self, shape, dtype="float32", mean=0.0, std=1.0):
-        if self._host:
-            a = self._rng.standard_normal(shape)
-        else:
-            with self.backend.device:
-                a = self._rng.standard_normal(shape, dtype=_dt64(dtype))
-        if mean != 0.0 or std != 1.0:
-            a = a * std + mean
-        return self._out(a, dtype)
+        def values(n):
+            a = self._rng.standard_normal(n)
+            return a * std + mean if (mean != 0.0 or std != 1.0) else a
+        return self._draw(shape, values, dtype)
 
     def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
-        if self._host:
-            a = self._rng.random(shape)
-        else:
-            with self.backend.device:
-                a = self._rng.random(shape, dtype=_dt64(dtype))
-        if low != 0.0 or high != 1.0:
-            a = a * (high - low) + low
-        return self._out(a, dtype)
+        def values(n):
+            a = self._rng.random(n)
+            return a * (high - low) + low if (low != 0.0 or high != 1.0) else a
+        return self._draw(shape, values, dtype)
 
     def bernoulli(self, shape, p, dtype="float32"):
-        """0/1 array with P(1) = p."""
-        u = self._rng.random(shape)
-        return self._out(u < p, dtype)       # 0/1 straight from the bools (no float64 copy)
+        """0/1 array with P(1) = p (copied as 1-byte bools, made ``dtype`` on the device)."""
+        mask = self._draw(shape, lambda n: self._rng.random(n) < p, "bool")
+        with self.backend.context():
+            return self.backend.xp.astype(mask, getattr(self.backend.xp, str(dtype)))
 
     def integers(self, low, high, shape):
-        if self._host:
-            return self.backend.asarray(self._rng.integers(low, high, size=shape), "int64")
-        return self._rng.integers(low, high, size=shape)
+        return self._draw(shape, lambda n: self._rng.integers(low, high, size=n), "int64")
 
     def permutation(self, n: int):
         """A permutation of range(n) *on the host* (indices for host-side batching)."""
-        if self._host:
-            return self._rng.permutation(n)
-        return self._rng.permutation(n).get()
+        return self._rng.permutation(n)
 
     def host_generator(self):
-        """The NumPy generator for host-side draws (the same stream on CPU; a separate,
-        seeded one beside a CuPy generator)."""
-        if self._host:
-            return self._rng
-        if not hasattr(self, "_host_rng"):
-            self._host_rng = _np.random.default_rng(self.seed)
-        return self._host_rng
-
-
-
-def _dt64(dtype):
-    return "float32" if str(dtype) == "float32" else "float64"
+        """The NumPy generator itself, for host-side draws: the same stream as the rest."""
+        return self._rng
 
 
 _DTYPE_NAMES: dict = {}

@@ -6,6 +6,7 @@
     scratchae sample run/checkpoint.npz --n 100
     scratchae gradcheck                      # every built-in layer
     scratchae gradcheck mymodule:MyLayer     # your own layer
+    scratchae doctor                         # Python, NumPy/BLAS, CuPy, CUDA, the GPU
 """
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def build_parser():
     s.add_argument("--out", default=None, help="PNG path (default: next to the checkpoint)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("doctor", help="what this machine has for scratchae: Python, NumPy and its BLAS, "
+                   "CuPy, CUDA, the GPU (runs a small kernel), and the command that fixes CuPy")
 
     g = sub.add_parser("gradcheck", help="check layers' backward against finite differences")
     g.add_argument("target", nargs="?", default=None,
@@ -279,15 +283,23 @@ def cmd_gradcheck(args):
     return 1
 
 
+# --- doctor -----------------------------------------------------------------------------------
+
+def cmd_doctor(args):
+    from . import doctor
+    return doctor.run()
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .data import DataError
     from .module import InputError
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-                "gradcheck": cmd_gradcheck}
+                "gradcheck": cmd_gradcheck, "doctor": cmd_doctor}
     try:
-        return handlers[args.command](args)
+        with B.resolve(getattr(args, "device", "cpu")).context():   # cuda:N: GPU N is current
+            return handlers[args.command](args)
     except (B.DeviceError, CheckpointError, DataError, CLIError, InputError) as err:
         print(f"scratchae: error: {err}", file=sys.stderr)
         return 2

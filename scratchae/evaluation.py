@@ -8,6 +8,7 @@ noise of later training.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from . import backend as B
@@ -28,6 +29,16 @@ def _backend_and_dtype(model):
     return B.resolve(p0), B.dtype_name(p0.dtype)
 
 
+def _on_the_model_device(fn):
+    """Run ``fn(model, ...)`` with the model's device current (``cuda:N``: GPU N)."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        with _backend_and_dtype(model)[0].context():
+            return fn(model, *args, **kwargs)
+    return run
+
+
+@_on_the_model_device
 def evaluate(model, x, y=None, batch_size=1000, rng=None):
     """Mean of each loss term over a data set (host float array x), in eval mode.
 
@@ -50,6 +61,7 @@ def evaluate(model, x, y=None, batch_size=1000, rng=None):
 
 
 # --- the VAE's bounds on log p(x) ------------------------------------------------------------
+@_on_the_model_device
 def elbo(model, x, rng):
     """Single-sample ELBO per example (N,), in nats: ``log p(x|z) - KL(q(z|x) || p(z))``,
     z ~ q(z|x) drawn with ``rng``; the estimate PyTorch's example reports."""
@@ -60,6 +72,7 @@ def elbo(model, x, rng):
     return log_likelihood(out, x, model.likelihood) - gaussian_kl_per_example(mu, logvar)
 
 
+@_on_the_model_device
 def iwae_bound(model, x, k, rng, max_rows=32768):
     r"""One Monte Carlo draw of the importance-weighted bound IWAE_k, per example (N,), in nats.
 
@@ -96,6 +109,7 @@ def iwae_bound(model, x, k, rng, max_rows=32768):
 
 
 # --- what the codes know ------------------------------------------------------------------------
+@_on_the_model_device
 def codes(model, x, batch_size=1000):
     """``model.encode`` of a host array x, batch by batch, back on the host (N, code size)."""
     backend, dt = _backend_and_dtype(model)
@@ -104,6 +118,7 @@ def codes(model, x, batch_size=1000):
     return B.host.concatenate(out)
 
 
+@_on_the_model_device
 def linear_probe(model, x_train, y_train, x_test, y_test, epochs=20, seed=0, limit=10000):
     """Test accuracy of softmax regression on the codes (standardised with the training
     codes' mean and std), trained with scratchae's own Linear + Adam on the first ``limit``
@@ -133,6 +148,7 @@ def linear_probe(model, x_train, y_train, x_test, y_test, epochs=20, seed=0, lim
 
 
 # --- the AAE: do the codes look like the prior? ------------------------------------------------
+@_on_the_model_device
 def discriminator_accuracy(model, x, rng, labels=None):
     """Fraction of ``[prior samples; codes of x]`` the AAE's discriminator classifies right
     (prior as 1: logit > 0; codes as 0); 0.5 when it cannot tell them apart. Prior samples

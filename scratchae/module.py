@@ -88,7 +88,8 @@ class Module:
         """Register a trainable array and a zero gradient of the same shape beside it."""
         xp = B.namespace(value)
         self.params[name] = value
-        self.grads[name] = xp.zeros_like(value)
+        with B.resolve(value).context():       # cuda:N: the gradient lands on GPU N too
+            self.grads[name] = xp.zeros_like(value)
 
     def children(self) -> Iterator[tuple[str, "Module"]]:
         return iter(self._modules.items())

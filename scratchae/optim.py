@@ -100,7 +100,8 @@ class Optimizer:
         for slot in self.slots:
             p = slot.param
             xp = B.namespace(p)
-            self.state[slot.name] = {b: xp.zeros_like(p) for b in names}
+            with B.resolve(p).context():       # cuda:N: the buffers land on GPU N too
+                self.state[slot.name] = {b: xp.zeros_like(p) for b in names}
         if not self.state:
             raise ValueError(f"{type(self).__name__}: there are no parameters to optimize")
 

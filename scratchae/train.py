@@ -52,55 +52,56 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
     for name, data in (("x_train", x_train), ("x_test", x_test)):
         if data is not None and not host.all(host.isfinite(data)):
             raise ValueError(f"fit: {name} of shape {data.shape} contains NaN or Inf")
-    X = backend.asarray(x_train, dt)
-    Y = None if y_train is None else backend.asarray(y_train, "int64")
-    xp = backend.xp
-    checked_before, model.check_values = model.check_values, False
-    n = X.shape[0]
-    steps = n // batch_size + (1 if n % batch_size else 0)
-    try:
-        for epoch in range(start_epoch, start_epoch + epochs):
-            model.train()
-            t0 = time.perf_counter()
-            order = rng.permutation(n)
-            sums, seen = {}, 0
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr)
-            for step in range(steps):
-                idx_host = order[step * batch_size:(step + 1) * batch_size]
-                idx = backend.asarray(idx_host, "int64")
-                xb = xp.take(X, idx, axis=0)
-                yb = None if Y is None else xp.take(Y, idx, axis=0)
-                if dynamic_binarize:
-                    xb = xp.astype(rng.uniform(tuple(xb.shape), dtype=dt) < xb, xb.dtype)
-                terms = model.train_step(xb, yb)
-                m = xb.shape[0]
-                for k, v in terms.items():
-                    sums[k] = sums[k] + v * m if k in sums else v * m
-                seen += m
-                if (step + 1) % check_every == 0 or step == steps - 1:
-                    _guard(sums, epoch, step)
+    with backend.context():   # cuda:N: every array and kernel on GPU N
+        X = backend.asarray(x_train, dt)
+        Y = None if y_train is None else backend.asarray(y_train, "int64")
+        xp = backend.xp
+        checked_before, model.check_values = model.check_values, False
+        n = X.shape[0]
+        steps = n // batch_size + (1 if n % batch_size else 0)
+        try:
+            for epoch in range(start_epoch, start_epoch + epochs):
+                model.train()
+                t0 = time.perf_counter()
+                order = rng.permutation(n)
+                sums, seen = {}, 0
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
+                    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr)
+                for step in range(steps):
+                    idx_host = order[step * batch_size:(step + 1) * batch_size]
+                    idx = backend.asarray(idx_host, "int64")
+                    xb = xp.take(X, idx, axis=0)
+                    yb = None if Y is None else xp.take(Y, idx, axis=0)
+                    if dynamic_binarize:
+                        xb = xp.astype(rng.uniform(tuple(xb.shape), dtype=dt) < xb, xb.dtype)
+                    terms = model.train_step(xb, yb)
+                    m = xb.shape[0]
+                    for k, v in terms.items():
+                        sums[k] = sums[k] + v * m if k in sums else v * m
+                    seen += m
+                    if (step + 1) % check_every == 0 or step == steps - 1:
+                        _guard(sums, epoch, step)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{B.to_scalar(sums['loss']) / seen:.3f}")
                     if bar is not None:
-                        bar.set_postfix(loss=f"{B.to_scalar(sums['loss']) / seen:.3f}")
+                        bar.update(1)
                 if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            B.synchronize(backend)
-            record = {"epoch": epoch + 1}
-            record.update({f"train_{k}": B.to_scalar(v) / seen for k, v in sums.items()})
-            if x_test is not None:
-                test = evaluate(model, x_test, y_test)
-                record.update({f"test_{k}": v for k, v in test.items()})
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-    finally:
-        model.check_values = checked_before
-    return history
+                    bar.close()
+                B.synchronize(backend)
+                record = {"epoch": epoch + 1}
+                record.update({f"train_{k}": B.to_scalar(v) / seen for k, v in sums.items()})
+                if x_test is not None:
+                    test = evaluate(model, x_test, y_test)
+                    record.update({f"test_{k}": v for k, v in test.items()})
+                record["seconds"] = time.perf_counter() - t0
+                history.append(record)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+        finally:
+            model.check_values = checked_before
+        return history
 
 
 def _guard(sums, epoch, step):

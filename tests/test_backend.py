@@ -1,6 +1,7 @@
 """Backends: device names, the seeded Generator, host transfer, lazy imports."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -70,7 +71,9 @@ def test_cuda_without_cupy_or_gpu_says_what_to_do():
     if _cupy_importable():
         assert "no CUDA GPU is visible" in msg and "--device cpu" in msg
     else:
-        assert "pip install" in msg and "scratchae[cuda12]" in msg and "CuPy" in msg
+        assert "pip install" in msg and ".[cuda1" in msg and "CuPy" in msg
+    assert "scratchae doctor" in msg        # the first thing a --device cuda error points to
+    assert "\n" not in msg
     assert not B.cuda_available()          # never raises
 
 
@@ -132,9 +135,10 @@ def test_bernoulli_mean(device):
     assert B.to_numpy(g.bernoulli((100,), 1.0, "float64")).sum() == 100
 
 
-@pytest.mark.parametrize("strict", ["array_api_strict", "array_api_strict:device1"])
-def test_strict_draws_equal_numpy_draws(strict):
-    """array_api_strict draws on the host and moves: the numbers are the CPU's, bit for bit."""
+@pytest.mark.parametrize("strict", ["array_api_strict", "array_api_strict:device1",
+                                    pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_every_device_draws_the_cpu_numbers(strict):
+    """One host stream for every device: the numbers are the CPU's, bit for bit."""
     a, b = B.Generator(7, device="cpu"), B.Generator(7, device=strict)
     for name, draw in [("normal", lambda g: g.normal((3, 5), "float64", mean=0.5, std=3.0)),
                        ("normal32", lambda g: g.normal((4,), "float32")),
@@ -159,6 +163,73 @@ def test_state_and_set_state_resume_exactly(device):
     h = B.Generator(999, device=device)
     h.set_state(saved)
     np.testing.assert_array_equal(B.to_numpy(h.normal((4, 4), "float64")), first[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_large_draw_is_copied_in_chunks_with_the_numbers_of_one_draw(monkeypatch, device, dtype):
+    whole = B.Generator(5, device="cpu")
+    chunked = B.Generator(5, device=device)
+    monkeypatch.setattr(chunked, "CHUNK", 7)       # 3 x 11 = 33 entries: 5 chunks, the last short
+    B.TRANSFERS.reset()
+    for draw in (lambda g: g.normal((3, 11), dtype, mean=1.0, std=2.0),
+                 lambda g: g.uniform((3, 11), -1.0, 2.0, dtype),
+                 lambda g: g.bernoulli((3, 11), 0.3, dtype), lambda g: g.integers(0, 9, (33,))):
+        a, b = draw(whole), draw(chunked)
+        assert tuple(b.shape) == tuple(a.shape) and B.device_of(b) == device.device
+        np.testing.assert_array_equal(B.to_numpy(a), B.to_numpy(b))
+    if not B.is_numpy(b):
+        assert B.TRANSFERS.to_device_copies == 4 * 5          # chunk by chunk
+
+
+@pytest.mark.parametrize("name", ["array_api_strict:device1", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_generator_state_moves_between_devices(name):
+    """A state saved on the CPU continues the same stream on another device (checkpoints move)."""
+    cpu = B.Generator(3, device="cpu")
+    cpu.normal((10,), "float64")
+    state = cpu.state()
+    assert json.loads(json.dumps(state)) == state          # plain JSON, whatever the device
+    expected = B.to_numpy(cpu.normal((4,), "float32"))
+    other = B.Generator(0, device=name)
+    other.set_state(state)
+    np.testing.assert_array_equal(B.to_numpy(other.normal((4,), "float32")), expected)
+    back = B.Generator(1, device="cpu")
+    back.set_state(other.state())                           # and back again
+    np.testing.assert_array_equal(B.to_numpy(back.normal((3,), "float64")),
+                                  B.to_numpy(cpu.normal((3,), "float64")))
+
+
+def test_transfers_count_the_bytes_each_draw_moves():
+    """float32 noise moves 4 bytes an entry, a mask 1 byte (cast on the device), indices 8."""
+    g = B.Generator(0, device="array_api_strict:device1")
+    for draw, nbytes in ((lambda: g.normal((128, 20), "float32"), 128 * 20 * 4),
+                         (lambda: g.normal((128, 20), "float64"), 128 * 20 * 8),
+                         (lambda: g.bernoulli((128, 784), 0.5, "float32"), 128 * 784),
+                         (lambda: g.integers(0, 10, (100,)), 100 * 8)):
+        B.TRANSFERS.reset()
+        draw()
+        assert B.TRANSFERS.snapshot() == {"to_device_bytes": nbytes, "to_device_copies": 1,
+                                          "to_host_bytes": 0, "to_host_copies": 0}
+    B.TRANSFERS.reset()
+    B.Generator(0, device="cpu").normal((128, 20))
+    assert B.TRANSFERS.to_device_copies == 0                # NumPy moves nothing
+
+
+def test_context_is_a_no_op_off_cuda(device):
+    with device.context():
+        a = device.zeros((2,), "float32")
+    assert B.device_of(a) == device.device
+
+
+@pytest.mark.gpu
+def test_cuda_context_makes_the_gpu_current_and_arrays_land_there():
+    import cupy
+    last = cupy.cuda.runtime.getDeviceCount() - 1
+    be = B.resolve(f"cuda:{last}")
+    with be.context():
+        assert cupy.cuda.Device().id == last
+    for a in (be.asarray(np.ones(3), "float32"), be.zeros((3,)), B.Generator(0, be).normal((3,)),
+              B.Generator(0, be).bernoulli((3,), 0.5)):
+        assert a.device.id == last
 
 
 # --- host transfer ---------------------------------------------------------------------------
