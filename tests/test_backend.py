@@ -31,7 +31,35 @@ def test_resolve_names():
     assert B.resolve("array_api_strict:CPU_DEVICE") == strict
 
 
-@pytest.mark.parametrize("name", ["cpu", "array_api_strict", "array_api_strict:device1"])
+@pytest.mark.gpu
+def test_resolve_cuda_names_every_gpu():
+    """The CuPy branch of resolve, against its twin (the strict branch above)."""
+    import cupy
+    import array_api_compat.cupy as ccp
+    count = cupy.cuda.runtime.getDeviceCount()
+    assert B.resolve("cuda") == B.resolve("cuda:0") and B.resolve("cuda").name == "cuda:0"
+    last = B.resolve(f"cuda:{count - 1}")
+    assert last.xp is ccp and last.device.id == count - 1
+    with pytest.raises(B.DeviceError, match=f"has {count} GPU"):
+        B.resolve(f"cuda:{count}")
+
+
+@pytest.mark.gpu
+def test_synchronize_waits_for_queued_gpu_work():
+    """CuPy's synchronize against its twin, the no-op of synchronous NumPy."""
+    import cupy
+    be = B.resolve("cuda")
+    a = be.asarray(np.ones((2048, 2048)), "float32")
+    for _ in range(5):
+        a = a @ a / 2048.0
+    B.synchronize(be)
+    assert cupy.cuda.get_current_stream().done
+    np.testing.assert_allclose(B.to_numpy(a), np.ones((2048, 2048)), rtol=1e-5)
+    B.synchronize("cpu")          # the twin: nothing to wait for, never raises
+
+
+@pytest.mark.parametrize("name", ["cpu", "array_api_strict", "array_api_strict:device1",
+                                  pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_resolve_an_array_gives_its_backend(name):
     be = B.resolve(name)
     a = be.zeros((2, 3))

@@ -330,6 +330,34 @@ def test_flush_subnormals_zeroes_only_entries_about_to_become_subnormal(dtype):
     assert a.tolist() == [0.0, keep[1], 0.0, 0.0, keep[4], keep[5], 0.0]
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_flush_and_fast_step_agree_with_the_numpy_twin(dtype):  # pragma: no cover - GPU
+    """On CuPy, ``_library`` answers "cupy", the fast step runs (no CuPy Adam kernel: the
+    textbook update, then the flush every FLUSH_EVERY steps) and flushing gives NumPy's zeros."""
+    import cupy
+    tiny = float(np.finfo(dtype).smallest_normal)
+    host = np.asarray([tiny * 1e8 * 0.99, tiny * 1e8, -tiny * 1e7, tiny / 4, 1e-3, -2.0], dtype)
+    dev = B.resolve("cuda").asarray(host, dtype)
+    assert fast.implementation("flush_subnormals", dev) is fast.FAST_PATHS["flush_subnormals"]["cupy"]
+    fast.flush_subnormals(dev)
+    fast.flush_subnormals(host)
+    np.testing.assert_array_equal(cupy.asnumpy(dev), host)
+    results = {}
+    for device in ("cpu", "cuda"):
+        be = B.resolve(device)
+        model = Bag(dtype).to(device=be)
+        opt = SGD(model, 1e-2, momentum=0.5)
+        for t in range(fast.FLUSH_EVERY):
+            for slot in model.parameter_slots():
+                rng = np.random.default_rng([t, len(slot.name)])
+                slot.grad[...] = be.asarray(rng.standard_normal(tuple(slot.grad.shape)), dtype)
+            opt.step()
+        results[device] = {s.name: B.to_numpy(s.param) for s in model.parameter_slots()}
+    for name, value in results["cpu"].items():
+        np.testing.assert_allclose(results["cuda"][name], value, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
 def test_the_fast_step_flushes_every_flush_every_steps_and_the_reference_never(monkeypatch):
     def run(reference):
         model = Bag("float32")
