@@ -84,11 +84,11 @@ def device_of(x):
     return array_api_compat.device(x)
 
 
-def _cuda_hint() -> str:
+def _cuda_hint(error=None) -> str:
     """The install command that fits this machine's NVIDIA driver, from ``scratchae doctor``."""
     try:
         from .doctor import cuda_install_hint
-        return cuda_install_hint()
+        return cuda_install_hint(None if error is None else str(error))
     except Exception:       # the hint must never hide the error it explains
         return 'pip install -e ".[cuda12]" (CUDA 12 driver) or ".[cuda13]" (CUDA 13)'
 
@@ -104,7 +104,7 @@ def _cupy():
     except Exception as err:        # CuPy is there but broken (a CUDA library missing, ...)
         raise DeviceError(
             f"device 'cuda': CuPy is installed but fails to import ({type(err).__name__}: {err}); "
-            "run 'scratchae doctor' for the fix"
+            f"{_cuda_hint(err)}; 'scratchae doctor' shows what this machine has"
         ) from None
     return cupy
 
@@ -135,7 +135,7 @@ class Backend:
         if self.xp is _cnp:
             return h
         TRANSFERS.count("to_device", h.nbytes)
-        if _is_cupy_namespace(self.xp):                     # CuPy-only (docs/cuda.md, line 1)
+        if _is_cupy_namespace(self.xp):
             with self.device:
                 return self.xp.asarray(h)
         return self.xp.asarray(h, device=self.device)
@@ -148,7 +148,7 @@ class Backend:
         """A ``with`` block in which new arrays land on this device: ``cuda:N`` makes GPU N
         CuPy's current device (CuPy creates arrays and runs kernels on the current device,
         whatever ``device=`` says); a no-op everywhere else."""
-        if _is_cupy_namespace(self.xp):                     # CuPy-only (docs/cuda.md, line 2)
+        if _is_cupy_namespace(self.xp):
             return self.device
         return contextlib.nullcontext()
 
@@ -227,7 +227,7 @@ def to_numpy(x) -> _np.ndarray:
     if isinstance(x, (float, int, bool, _np.generic)):
         return _np.asarray(x)
     mod = type(x).__module__
-    if mod.startswith("cupy"):                              # CuPy-only (docs/cuda.md, line 3)
+    if mod.startswith("cupy"):
         out = x.get()
     elif mod.startswith("array_api_strict"):
         import array_api_strict as xps
