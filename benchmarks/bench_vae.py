@@ -87,6 +87,7 @@ import numpy as np  # noqa: E402
 
 import scratchae  # noqa: E402
 from scratchae import backend as B  # noqa: E402
+from scratchae import fast  # noqa: E402
 from scratchae.data import load_dataset  # noqa: E402
 from scratchae.layers import Linear, TiedLinear  # noqa: E402
 from scratchae.models import AdversarialAutoencoder, Autoencoder, DenoisingAutoencoder, VAE  # noqa: E402
