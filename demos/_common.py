@@ -58,7 +58,8 @@ def run(main, p: argparse.ArgumentParser) -> None:
         args.backend = B.resolve(args.device)
         if getattr(args, "out", None):
             os.makedirs(args.out, exist_ok=True)
-        status = main(args)
+        with args.backend.context():          # cuda:N: GPU N current for the whole demo
+            status = main(args)
     except (B.DeviceError, DataError) as err:
         print(f"{p.prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
