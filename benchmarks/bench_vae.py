@@ -144,7 +144,7 @@ def scratchae_test_loss(model, kind, x_test):
 def sync(device):
     B.synchronize(device)
     if device.startswith("cuda") and "torch" in sys.modules:
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def run_scratchae(kind, args, seed, device, x_train, x_test):
@@ -349,8 +349,12 @@ def memory_child(args):
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = {"rss_before_mb": before, "peak_mb": peak, "peak_reset": reset}
     if device.startswith("cuda"):
+        # reserved by each allocator at its peak (CuPy's pool keeps what it once held, so its
+        # total_bytes() is its peak reservation; torch's caching allocator is alike), and the
+        # peak of live arrays where the allocator tells it (torch)
         if args.memory_child == "torch":
-            out["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            out["device_peak_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
+            out["device_peak_live_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             import cupy
             out["device_peak_mb"] = cupy.get_default_memory_pool().total_bytes() / 2**20
@@ -504,7 +508,7 @@ def main(args):
     if memory:
         for key, label in (("rss_before_mb", "RSS before training (MB)"),
                            ("peak_mb", "peak RSS while training (MB)"),
-                           ("device_peak_mb", "device memory peak (MB)")):
+                           ("device_peak_mb", "device memory reserved at its peak (MB)")):
             if any(key in memory[fw] for fw in FRAMEWORKS):
                 vals = [memory[fw].get(key) for fw in FRAMEWORKS]
                 rows.append((label, *[f"{v:.0f}" if v is not None else memory[fw].get("error", "-")
@@ -553,4 +557,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(ARGS)
+    with B.resolve(ARGS.device).context():     # cuda:N: every scratchae array and kernel on GPU N
+        main(ARGS)

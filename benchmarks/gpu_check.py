@@ -528,6 +528,12 @@ def iwae_in_process(ckpt, device, k, examples, data, budget, check_at=200, seed=
     """The IWAE part of ``scratchae evaluate`` (cli.cmd_evaluate), in this process, so the
     device memory can be read; stops early (and says so) when the budget runs out."""
     from scratchae import backend as B
+    with B.resolve(device).context():       # cuda:N: GPU N current (and its memory read)
+        return _iwae_in_process(ckpt, device, k, examples, data, budget, check_at, seed, batch)
+
+
+def _iwae_in_process(ckpt, device, k, examples, data, budget, check_at, seed, batch):
+    from scratchae import backend as B
     from scratchae import evaluation
     from scratchae.runs import load_run
     model, _rngs, _history, settings = load_run(str(ckpt), device=device)

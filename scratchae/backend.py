@@ -28,7 +28,7 @@ import array_api_compat.numpy as _cnp
 __all__ = [
     "Backend", "Generator", "namespace", "device_of", "resolve", "to_numpy",
     "from_numpy", "synchronize", "cuda_available", "DeviceError", "is_numpy",
-    "to_scalar", "dtype_name", "TRANSFERS",
+    "to_scalar", "dtype_name", "TRANSFERS", "is_array",
 ]
 
 
@@ -67,6 +67,11 @@ TRANSFERS = Transfers()
 
 def is_numpy(x) -> bool:
     return type(x) is _np.ndarray
+
+
+def is_array(x) -> bool:
+    """True for an array of any supported library (NumPy, CuPy, array_api_strict)."""
+    return array_api_compat.is_array_api_obj(x)
 
 
 def namespace(*arrays):
@@ -155,6 +160,9 @@ class Backend:
     def __str__(self):
         return self.name
 
+    def __hash__(self):             # a cupy.cuda.Device is unhashable: the name says it all
+        return hash(self.name)
+
 
 def _is_cupy_namespace(xp) -> bool:
     return array_api_compat.is_cupy_namespace(xp)
@@ -190,7 +198,7 @@ def resolve(device="cpu") -> Backend:
                 "(driver, CuPy build), or use --device cpu"
             )
         count = cupy.cuda.runtime.getDeviceCount()
-        if index >= count:
+        if not 0 <= index < count:
             raise DeviceError(f"device {device!r} does not exist: this machine has {count} GPU(s)")
         import array_api_compat.cupy as ccp
         return Backend(f"cuda:{index}", ccp, cupy.cuda.Device(index))

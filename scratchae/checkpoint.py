@@ -58,7 +58,7 @@ class CheckpointError(ValueError):
 def _host_array(key: str, a) -> "np.ndarray":
     if B.is_numpy(a):
         arr = a
-    elif hasattr(a, "__array_namespace__"):  # CuPy, array_api_strict, ...
+    elif B.is_array(a):                       # CuPy, array_api_strict, ...: copied to the host
         arr = B.to_numpy(a)
     else:
         arr = np.asarray(a)

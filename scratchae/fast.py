@@ -214,7 +214,9 @@ _CUPY_KERNELS: dict[str, Any] = {}
 
 def _bce_cupy(logits, target):  # pragma: no cover - needs a GPU
     import cupy
-    from .losses import _same_shape
+    from .losses import _same_shape, bce_with_logits
+    if target.dtype != logits.dtype:    # the kernel takes one dtype; the reference promotes
+        return bce_with_logits.reference(logits, target)
     n = _same_shape("bce_with_logits", logits=logits, target=target)
     if "bce" not in _CUPY_KERNELS:
         _CUPY_KERNELS["bce"] = cupy.ElementwiseKernel(

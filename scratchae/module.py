@@ -299,7 +299,8 @@ def _convert(a, target, dtype):
         return target.asarray(B.to_numpy(a), new_dtype)
     if new_dtype != name:
         xp = B.namespace(a)
-        return xp.astype(a, getattr(xp, new_dtype))
+        with B.resolve(a).context():       # cuda:N: cast on GPU N
+            return xp.astype(a, getattr(xp, new_dtype))
     return a
 
 

@@ -538,8 +538,9 @@ def _check_float(name, value, low=None, high=None) -> float:
 
 
 def _copy(a):
-    """A copy of ``a`` on its own device."""
-    return B.namespace(a).asarray(a, copy=True)
+    """A copy of ``a`` on its own device (``cuda:N``: made with GPU N current)."""
+    with B.resolve(a).context():
+        return B.namespace(a).asarray(a, copy=True)
 
 
 def _like(a, p):

@@ -33,8 +33,14 @@ def load_run(path, device="cpu", dtype=None):
     """Rebuild ``(model, rngs, history, settings)`` from a run checkpoint.
 
     The optimizers are re-created with their saved type and hyperparameters and their
-    state restored, so training resumes exactly where it stopped.
+    state restored, so training resumes exactly where it stopped. Any checkpoint loads on
+    any device (arrays are stored on the host, generator states as JSON).
     """
+    with B.resolve(device).context():      # cuda:N: every array made on GPU N
+        return _load_run(path, device, dtype)
+
+
+def _load_run(path, device, dtype):
     arrays, meta = load_checkpoint(path)
     try:
         cfg = dict(meta["model"])

@@ -40,8 +40,10 @@ def test_resolve_cuda_names_every_gpu():
     assert B.resolve("cuda") == B.resolve("cuda:0") and B.resolve("cuda").name == "cuda:0"
     last = B.resolve(f"cuda:{count - 1}")
     assert last.xp is ccp and last.device.id == count - 1
-    with pytest.raises(B.DeviceError, match=f"has {count} GPU"):
-        B.resolve(f"cuda:{count}")
+    for bad in (count, -1):
+        with pytest.raises(B.DeviceError, match=f"has {count} GPU"):
+            B.resolve(f"cuda:{bad}")
+    assert len({B.resolve("cuda"), B.resolve("cuda:0"), last}) == (1 if count == 1 else 2)   # hashable
 
 
 @pytest.mark.gpu
@@ -62,6 +64,7 @@ def test_synchronize_waits_for_queued_gpu_work():
                                   pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_resolve_an_array_gives_its_backend(name):
     be = B.resolve(name)
+    assert hash(be) == hash(B.resolve(name)) and {be: 1}[B.resolve(name)] == 1
     a = be.zeros((2, 3))
     assert B.resolve(a) == be
     assert B.device_of(a) == be.device

@@ -101,8 +101,9 @@ def test_meta_round_trip_of_numpy_scalars_and_loaded_meta(tmp_path):
     assert load_checkpoint(p)[1] == meta
 
 
-def test_device_arrays_are_copied_to_the_host(tmp_path):
-    dev = B.resolve("array_api_strict:device1")
+@pytest.mark.parametrize("name", ["array_api_strict:device1", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_device_arrays_are_copied_to_the_host(tmp_path, name):
+    dev = B.resolve(name)
     x = dev.asarray(np.arange(6.0).reshape(2, 3), "float32")
     save_checkpoint(tmp_path / "c.npz", {"x": x}, {})
     got, _ = load_checkpoint(tmp_path / "c.npz")

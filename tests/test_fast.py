@@ -192,6 +192,13 @@ def test_cupy_bce_agrees_with_the_reference(dtype):  # pragma: no cover - needs 
         logits, target = (cuda.asarray(h, dtype) for h in _bce_inputs(np.random.default_rng(seed), dtype, (37, 53)))
         assert fast.implementation("bce_with_logits", logits) is fast.FAST_PATHS["bce_with_logits"]["cupy"]
         _compare_bce(fast.FAST_PATHS["bce_with_logits"]["cupy"], logits, target, cupy.asnumpy)
+    # mixed dtypes: the kernel takes one dtype, so the reference (which promotes) answers
+    logits32 = cuda.asarray(np.linspace(-3, 3, 12).reshape(3, 4), "float32")
+    target64 = cuda.asarray(np.linspace(0, 1, 12).reshape(3, 4), "float64")
+    value, dlogits = losses.bce_with_logits(logits32, target64)
+    ref_value, ref_d = losses.bce_with_logits.reference(logits32, target64)
+    assert dlogits.dtype == ref_d.dtype == cupy.float64
+    np.testing.assert_array_equal(cupy.asnumpy(dlogits), cupy.asnumpy(ref_d))
 
 
 # --- Adam over all parameters, in pieces ----------------------------------------------------------
