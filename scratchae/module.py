@@ -309,6 +309,11 @@ class Sequential(Module):
 
     Forward: ``y = f_{n-1}(... f_1(f_0(x)))``. Backward: the chain rule in reverse,
     ``dx = b_0(b_1(... b_{n-1}(dy)))`` where ``b_i`` is layer i's backward.
+
+    A layer built with ``input_grad=False`` returns no dL/dx (its input is data): it must be
+    the first layer with parameters, and the parameter-free layers before it (a Reshape of
+    the pixels) then have nothing to do in backward: their caches are dropped and backward
+    returns ``None``.
     """
 
     def __init__(self, *layers: Module):
@@ -317,11 +322,13 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             setattr(self, str(i), layer)
         for i, layer in enumerate(self.layers[1:], start=1):
-            if getattr(layer, "input_grad", True) is False:
+            before = self.layers[:i]
+            if getattr(layer, "input_grad", True) is False and any(
+                    next(iter(m.named_parameters()), None) is not None for m in before):
                 raise ValueError(
                     f"Sequential: layer {i}, {layer!r}, has input_grad=False, so its backward "
                     f"returns no dL/dx, but layer {i - 1}, {self.layers[i - 1]!r}, comes before it "
-                    "and needs one; only the first layer may skip its input gradient")
+                    "and has parameters; only the first layer with parameters may skip its input gradient")
 
     def __getitem__(self, i):
         return self.layers[i]
@@ -342,6 +349,10 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+        for i in reversed(range(len(self.layers))):
+            dy = self.layers[i].backward(dy)
+            if dy is None:          # layer i skipped dL/dx: the layers before it do not learn
+                for earlier in self.layers[:i]:
+                    earlier.clear_cache()
+                return None
         return dy

@@ -115,6 +115,22 @@ def test_input_grad_false_anywhere_but_first_is_refused_when_built():
     Sequential(Linear(5, 4, rng, input_grad=False), Tanh())          # first: fine
 
 
+def test_input_grad_false_after_parameter_free_layers_ends_backward_there():
+    """A Reshape of the pixels before the first layer with parameters: allowed, backward
+    returns None, and the Reshape's cache is dropped, so the next forward starts clean."""
+    from scratchae.layers import Flatten, Reshape
+    rng = B.Generator(0)
+    net = Sequential(Reshape(2, 3), Flatten(), Linear(6, 4, rng, input_grad=False, dtype="float64"))
+    x = rng.normal((5, 6), "float64")
+    for _ in range(2):                       # twice: no stale cache in the Reshape
+        y = net(x)
+        assert net.backward(rng.normal(tuple(y.shape), "float64")) is None
+    from scratchae.module import _EMPTY
+    assert all(m._cache is _EMPTY for m in net.modules())    # nothing left pending
+    with pytest.raises(ValueError, match="only the first layer with parameters"):
+        Sequential(Reshape(2, 3), Flatten(), Linear(6, 4, rng), Linear(4, 3, rng, input_grad=False))
+
+
 def test_a_none_dy_names_the_layer_and_the_likely_cause():
     rng = B.Generator(0)
     first = Sequential(Linear(5, 4, rng, input_grad=False))

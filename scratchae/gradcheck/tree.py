@@ -161,14 +161,16 @@ def _clear(root):
 
 
 def _declares_no_input_grad(layer) -> bool:
-    """A Linear(..., input_grad=False), alone or first in a Sequential, returns no dx on purpose."""
+    """A Linear(..., input_grad=False), alone or the first layer with parameters in a
+    Sequential, returns no dx on purpose."""
     while True:
         if getattr(layer, "input_grad", True) is False:
             return True
-        first = getattr(layer, "layers", None)
-        if not isinstance(first, (list, tuple)) or not first:
+        inner = getattr(layer, "layers", None)
+        if not isinstance(inner, (list, tuple)) or not inner:
             return False
-        layer = first[0]
+        learning = [m for m in inner if next(iter(m.named_parameters()), None) is not None]
+        layer = learning[0] if learning else inner[0]
 
 
 def _after_backward(root, p_snap):
