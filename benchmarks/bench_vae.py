@@ -39,6 +39,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="vae",
                    help="which autoencoder's training step to compare (default: vae)")
+    p.add_argument("--arch", choices=("mlp", "conv"), default="mlp",
+                   help="mlp (default), or conv: the convolutional encoder and decoder of "
+                        "docs/conv.md (vae, ae, dae; code 20; PyTorch's the same layers)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed runs per framework, interleaved (default 3)")
@@ -89,6 +92,7 @@ import scratchae  # noqa: E402
 from scratchae import backend as B  # noqa: E402
 from scratchae import fast  # noqa: E402
 from scratchae.data import load_dataset  # noqa: E402
+from scratchae.conv import Conv2d, ConvTranspose2d  # noqa: E402
 from scratchae.layers import Linear, TiedLinear  # noqa: E402
 from scratchae.models import AdversarialAutoencoder, Autoencoder, DenoisingAutoencoder, VAE  # noqa: E402
 from scratchae.train import evaluate, fit  # noqa: E402
@@ -131,7 +135,8 @@ def scratchae_model(kind, args, seed, device):
     rng = B.Generator(seed, device=device)
     cls = {"vae": VAE, "ae": Autoencoder, "dae": DenoisingAutoencoder,
            "aae": AdversarialAutoencoder}[kind]
-    return cls(rng=rng).configure_optimizers("adam", lr=args.lr)
+    arch = {"arch": "conv", "sizes": [784, 20]} if getattr(args, "arch", "mlp") == "conv" else {}
+    return cls(rng=rng, **arch).configure_optimizers("adam", lr=args.lr)
 
 
 def scratchae_test_loss(model, kind, x_test):
@@ -181,6 +186,9 @@ def record_matmuls(model, x_batch):
     log = []
     wrapped = []
     for mod in model.modules():
+        if isinstance(mod, (Conv2d, ConvTranspose2d)):
+            _record_conv(mod, log, wrapped)
+            continue
         if isinstance(mod, Linear):
             d_in, d_out, input_grad = mod.d_in, mod.d_out, mod.input_grad
         elif isinstance(mod, TiedLinear):
@@ -206,7 +214,40 @@ def record_matmuls(model, x_batch):
     finally:
         for mod in wrapped:
             del mod.forward, mod.backward
+            mod.__dict__.pop("_bench_rows", None)
     return log
+
+
+def _record_conv(mod, log, wrapped):
+    """The matmuls of a convolution done as im2col (scratchae.fast), as (name, m, k, n).
+
+    With rows the positions of the window grid and K = channels * kh * kw of the windowed
+    side: Conv2d (rows = N*H_out*W_out, K = C_in*kh*kw, C = C_out): y = (rows, K) @ (K, C),
+    dW = (C, rows) @ (rows, K), dx = (rows, C) @ (C, K). ConvTranspose2d is its adjoint (rows
+    = N*H_in*W_in, K = C_out*kh*kw, C = C_in): y = (rows, C) @ (C, K), dW the same, dx = (rows,
+    K) @ (K, C)."""
+    kh, kw = mod.kernel_size
+    transposed = isinstance(mod, ConvTranspose2d)
+
+    def fwd(x, _f=mod.forward):
+        if transposed:
+            rows, K, C = x.shape[0] * x.shape[2] * x.shape[3], mod.out_channels * kh * kw, mod.in_channels
+        else:
+            ho, wo = mod.output_hw(x.shape[2:])
+            rows, K, C = x.shape[0] * ho * wo, mod.in_channels * kh * kw, mod.out_channels
+        log.append(("convT y" if transposed else "conv y", rows, *((C, K) if transposed else (K, C)), "nn"))
+        mod._bench_rows = (rows, K, C)
+        return _f(x)
+
+    def bwd(dy, _b=mod.backward):
+        rows, K, C = mod._bench_rows
+        log.append(("conv dW", C, rows, K, "tn"))
+        if getattr(mod, "input_grad", True):
+            log.append(("conv dx", rows, *((K, C) if transposed else (C, K)), "nt"))
+        return _b(dy)
+
+    mod.forward, mod.backward = fwd, bwd
+    wrapped.append(mod)
 
 
 def step_breakdown(kind, args, device, x_train, steps=150):
@@ -381,7 +422,8 @@ def _reset_peak_rss():
 
 def measure_memory(args, framework):
     cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", framework,
-           "--model", args.model, "--device", args.device, "--threads", str(args.threads),
+           "--model", args.model, "--arch", args.arch, "--device", args.device,
+           "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--memory-steps", str(args.memory_steps),
            "--seed", str(args.seed), "--torch-bce", args.torch_bce]
     if args.scratchae_threads:
@@ -400,7 +442,12 @@ def measure_memory(args, framework):
 
 # --- main ----------------------------------------------------------------------------------------
 
-def describe(kind):
+def describe(kind, arch="mlp"):
+    if arch == "conv":
+        return {"vae": "conv VAE: Conv(1->32, k4 s2 p1) ReLU Conv(32->64) ReLU Linear(3136->2*20); "
+                       "Linear(20->3136) ReLU ConvT(64->32) ReLU ConvT(32->1), Bernoulli on logits",
+                "ae": "conv AE: the conv VAE's layers, code 20, Bernoulli",
+                "dae": "conv DAE: the conv AE, masking noise 0.5"}[kind]
     return {"vae": "VAE 784-400-20, ReLU, Bernoulli; encoder 784-400-(20+20), decoder 20-400-784",
             "ae": "Autoencoder 784-256-32-256-784, ReLU, Bernoulli",
             "dae": "Denoising AE 784-256-32-256-784, ReLU, Bernoulli, masking noise 0.5",
@@ -482,7 +529,7 @@ def main(args):
     print(f"scratchae {scratchae.__version__} (NumPy {np.__version__}, {blas}) vs PyTorch "
           f"{torch.__version__} eager | {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs | device {device}")
-    print(f"model: {describe(args.model)}")
+    print(f"model: {describe(args.model, args.arch)}")
     print(f"data: {data_desc}; pixels / 255 as float32; batch {args.batch_size}, {steps} steps "
           f"per epoch; Adam lr {args.lr:g}")
     print(f"threads: torch {torch.get_num_threads()}, OpenBLAS/OMP "

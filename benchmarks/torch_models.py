@@ -53,6 +53,50 @@ def torch_vae_loss(recon_x, x, mu, logvar):
     return BCE + KLD
 
 
+def torch_conv_encoder(code_width, channels=(32, 64)):
+    """scratchae's ``encoder_network("conv", ...)`` for 28x28 images: k4 s2 p1 convolutions."""
+    layers, c = [nn.Unflatten(1, (1, 28, 28))], 1
+    for width in channels:
+        layers += [nn.Conv2d(c, width, 4, 2, 1), nn.ReLU()]
+        c = width
+    side = 28 // 2 ** len(channels)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * side * side, code_width))
+
+
+def torch_conv_decoder(code_width, channels=(32, 64)):
+    """scratchae's ``decoder_network("conv", ...)``: Linear, then transposed convolutions."""
+    side = 28 // 2 ** len(channels)
+    widths = [*reversed(channels), 1]
+    layers = [nn.Linear(code_width, widths[0] * side * side), nn.ReLU(),
+              nn.Unflatten(1, (widths[0], side, side))]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+class TorchConvVAE(nn.Module):
+    """The convolutional VAE of issue 12 / docs/conv.md: encoder Conv(1->32) Conv(32->64)
+    Linear(3136 -> 40), decoder Linear(20 -> 3136) ConvT(64->32) ConvT(32->1) -> logits."""
+
+    def __init__(self, latent=20):
+        super().__init__()
+        self.latent = latent
+        self.enc = torch_conv_encoder(2 * latent)
+        self.dec = torch_conv_decoder(latent)
+
+    def encode(self, x):
+        h = self.enc(x)
+        return h[:, :self.latent], h[:, self.latent:]
+
+    def reparameterize(self, mu, logvar):
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode_logits(self, z):
+        return self.dec(z)
+
+
 def torch_mlp(sizes):
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -87,9 +131,16 @@ class TorchRunner:
         adam = dict(lr=args.lr)
         if args.torch_fused_adam:
             adam["fused"] = True
+        conv = getattr(args, "arch", "mlp") == "conv"
         if kind == "vae":
-            self.model = TorchVAE().to(device)
+            self.model = (TorchConvVAE() if conv else TorchVAE()).to(device)
             self.opts = [torch.optim.Adam(self.model.parameters(), **adam)]
+        elif kind in ("ae", "dae") and conv:
+            self.enc, self.dec = torch_conv_encoder(20).to(device), torch_conv_decoder(20).to(device)
+            self.model = nn.ModuleList([self.enc, self.dec])
+            self.opts = [torch.optim.Adam(self.model.parameters(), **adam)]
+        elif conv:
+            raise ValueError("--arch conv is benchmarked for vae, ae and dae")
         elif kind in ("ae", "dae"):
             self.enc, self.dec = torch_mlp([784, 256, 32]).to(device), torch_mlp([32, 256, 784]).to(device)
             self.model = nn.ModuleList([self.enc, self.dec])
@@ -108,7 +159,7 @@ class TorchRunner:
         if self.kind == "vae":
             opt, = self.opts
             opt.zero_grad()
-            if self.args.torch_bce == "probs":
+            if self.args.torch_bce == "probs" and not isinstance(self.model, TorchConvVAE):
                 recon_batch, mu, logvar = self.model(data)
                 loss = torch_vae_loss(recon_batch, data, mu, logvar)
             else:

@@ -46,6 +46,11 @@ def build_parser():
     t.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")
     t.add_argument("--latent-dim", type=int, default=None, help="code size (default: the recipe's)")
     t.add_argument("--hidden", type=_sizes, default=None, help="hidden widths, e.g. 400 or 1000,1000")
+    t.add_argument("--arch", default="mlp", choices=["mlp", "conv"],
+                   help="mlp (default): Linear layers; conv: two k4 s2 p1 convolutions down and two "
+                        "transposed convolutions up (docs/conv.md)")
+    t.add_argument("--channels", type=_sizes, default=None,
+                   help="--arch conv: the convolutions' channels (default 32,64)")
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     t.add_argument("--seed", type=int, default=0)
@@ -118,8 +123,22 @@ def _build(args):
         sizes = [sizes[0], *args.hidden, sizes[-1]]
     if args.latent_dim:
         sizes[-1] = args.latent_dim
+    arch = getattr(args, "arch", "mlp")
+    channels = getattr(args, "channels", None)
+    if arch == "conv":
+        if args.hidden:
+            raise CLIError("--hidden sets the widths of --arch mlp; with --arch conv use --channels")
+        # the conv recipe's code: 20 (the VAE's 20 means and 20 log-variances); the AAE keeps
+        # its 2-D code, which the mixture prior needs
+        code = args.latent_dim or (sizes[-1] if args.model in ("vae", "aae") else 20)
+        sizes = [sizes[0], code]
+    elif channels:
+        raise CLIError("--channels is for --arch conv; with --arch mlp use --hidden")
     rng = B.Generator(args.seed, device=args.device)
     common = dict(sizes=sizes, likelihood=args.likelihood, rng=rng, dtype=args.dtype)
+    if arch == "conv":
+        from .models.base import CONV_CHANNELS
+        common.update(arch="conv", channels=tuple(channels or CONV_CHANNELS))
     if args.model in ("ae", "dae"):
         common.update(tied=args.tied, sparsity=args.sparsity)
     if args.model == "dae":
@@ -132,7 +151,10 @@ def _build(args):
         if sizes[-1] != 2 and prior in ("mixture", "swiss_roll"):
             prior = "gaussian"
         common.update(prior=prior, supervised=args.supervised, disc_sizes=r["disc_sizes"])
-    model = MODELS[args.model](**common)
+    try:
+        model = MODELS[args.model](**common)
+    except ValueError as err:            # an architecture the options cannot build
+        raise CLIError(f"train {args.model}: {err}") from None
     model.configure_optimizers(args.optimizer, lr=args.lr or r["lr"])
     return model, rng
 

@@ -235,6 +235,102 @@ def _bce_cupy(logits, target):  # pragma: no cover - needs a GPU
 FAST_PATHS["bce_with_logits"] = {"numpy": _bce_numpy, "cupy": _bce_cupy}
 
 
+# --- fast path: convolution as one matmul (im2col) ---------------------------------------------
+# The reference (scratchae/conv.py) sums one small matmul per kernel offset. Here the kh*kw
+# slices are laid side by side into one matrix of windows (im2col), so the whole sum is one
+# matmul with K = C_in*kh*kw, which BLAS runs near its peak. Results are kept in the memory
+# order the matmul gives, (N, H, W, C), and handed back as an (N, C, H, W) view: nothing
+# downstream depends on the memory order, and the windows of the next layer are read
+# through strides either way. The scatter-add of the input gradient (col2im) goes over the
+# offsets in the reference's row-major order: deterministic, as the reference.
+
+def _windows(xpad, kernel, out_hw, stride, dilation):
+    """A read-only view (N, Ho, Wo, kh, kw, C) of every window of ``xpad`` (N, C, Hp, Wp):
+    ``[n, h, w, i, j, c] = xpad[n, c, i*dh + h*sh, j*dw + w*sw]`` (no copy). Channels come
+    last: in the (N, H, W, C) memory these paths leave behind, a window's row is then one
+    contiguous run of kw*C numbers per (n, h, w, i)."""
+    (N, C, _, _), (kh, kw), (Ho, Wo), (sh, sw), (dh, dw) = xpad.shape, kernel, out_hw, stride, dilation
+    sN, sC, sH, sW = xpad.strides
+    return _np.lib.stride_tricks.as_strided(
+        xpad, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH * dh, sW * dw, sC), writeable=False)
+
+
+def _padded(x, padding):
+    """x with zero padding, in (N, H, W, C) memory, seen as (N, C, H, W)."""
+    ph, pw = padding
+    if not ph and not pw:
+        return x
+    N, C, H, W = x.shape
+    out = _np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype).transpose(0, 3, 1, 2)
+    out[:, :, ph:ph + H, pw:pw + W] = x
+    return out
+
+
+def _im2col(x, kernel, out_hw, stride, padding, dilation):
+    """The windows of x as rows: (N*Ho*Wo, kh*kw*C), one copy."""
+    win = _windows(_padded(x, padding), kernel, out_hw, stride, dilation)
+    N, Ho, Wo, kh, kw, C = win.shape
+    return win.reshape(N * Ho * Wo, kh * kw * C)
+
+
+def _rows(a):
+    """(N, C, H, W) -> (N*H*W, C): free when a's memory is (N, H, W, C), else one copy."""
+    N, C, H, W = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(N * H * W, C)
+
+
+def _kernel_rows(W):
+    """W (C_out, C_in, kh, kw) as (C_out, kh*kw*C_in): the column order of ``_im2col``."""
+    C_out, C_in, kh, kw = W.shape
+    return W.transpose(0, 2, 3, 1).reshape(C_out, kh * kw * C_in)
+
+
+def _conv2d_numpy(x, W, stride=1, padding=0, dilation=1):
+    from .conv import _check_fits, _step_args, conv2d_output_hw
+    s, p, d = _step_args("conv2d", stride, padding, dilation)
+    (N, C_in, H, Wd), (C_out, C_w, kh, kw) = x.shape, W.shape
+    if C_w != C_in:
+        return REFERENCES["conv2d"](x, W, stride, padding, dilation)     # its error message
+    Ho, Wo = conv2d_output_hw((H, Wd), (kh, kw), s, p, d)
+    _check_fits("conv2d", (H, Wd), (Ho, Wo), (kh, kw), s, p, d)
+    y = _im2col(x, (kh, kw), (Ho, Wo), s, p, d) @ _kernel_rows(W).T
+    return y.reshape(N, Ho, Wo, C_out).transpose(0, 3, 1, 2)
+
+
+def _conv2d_input_grad_numpy(dy, W, x_hw, stride=1, padding=0, dilation=1):
+    from .conv import _check_fits, _step_args
+    s, p, d = _step_args("conv2d_input_grad", stride, padding, dilation)
+    (N, C_out, Ho, Wo), (C_w, C_in, kh, kw), (H, Wd) = dy.shape, W.shape, tuple(x_hw)
+    if C_w != C_out:
+        return REFERENCES["conv2d_input_grad"](dy, W, x_hw, stride, padding, dilation)
+    _check_fits("conv2d_input_grad", (H, Wd), (Ho, Wo), (kh, kw), s, p, d)
+    cols = (_rows(dy) @ _kernel_rows(W)).reshape(N, Ho, Wo, kh, kw, C_in)
+    (sh, sw), (dh, dw), (ph, pw) = s, d, p
+    dxpad = _np.zeros((N, H + 2 * ph, Wd + 2 * pw, C_in), dtype=cols.dtype)
+    for i in range(kh):                       # col2im: the reference's order of offsets
+        for j in range(kw):
+            dxpad[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw, :] \
+                += cols[:, :, :, i, j, :]
+    return dxpad[:, ph:ph + H, pw:pw + Wd, :].transpose(0, 3, 1, 2)
+
+
+def _conv2d_weight_grad_numpy(x, dy, kernel_size, stride=1, padding=0, dilation=1):
+    from .conv import _check_fits, _pair, _step_args
+    k = _pair(kernel_size, "kernel_size", "conv2d_weight_grad", 1)
+    s, p, d = _step_args("conv2d_weight_grad", stride, padding, dilation)
+    (N, C_in, H, Wd), (N_dy, C_out, Ho, Wo) = x.shape, dy.shape
+    if N_dy != N:
+        return REFERENCES["conv2d_weight_grad"](x, dy, kernel_size, stride, padding, dilation)
+    _check_fits("conv2d_weight_grad", (H, Wd), (Ho, Wo), k, s, p, d)
+    dW = _rows(dy).T @ _im2col(x, k, (Ho, Wo), s, p, d)          # (C_out, kh*kw*C_in)
+    return _np.ascontiguousarray(dW.reshape(C_out, k[0], k[1], C_in).transpose(0, 3, 1, 2))
+
+
+FAST_PATHS["conv2d"] = {"numpy": _conv2d_numpy}
+FAST_PATHS["conv2d_input_grad"] = {"numpy": _conv2d_input_grad_numpy}
+FAST_PATHS["conv2d_weight_grad"] = {"numpy": _conv2d_weight_grad_numpy}
+
+
 # --- fast path: Adam over all parameters at once, in cache-sized pieces ---------------------------
 #: arrays are cut into pieces of at most this many entries (128 KiB of float32): a step's
 #: dozen passes over one piece then run in the core's own cache instead of a dozen trips

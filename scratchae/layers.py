@@ -1,4 +1,6 @@
-"""Layers with a hand-written backward. Derivations: ``docs/layers.md``.
+"""Layers with a hand-written backward. Derivations: ``docs/layers.md`` (and for the
+convolutions and pools, defined in :mod:`scratchae.conv` and importable from here,
+``docs/conv.md``).
 
 Conventions (``docs/conventions.md``): ``x`` is the input, ``y`` the output, ``dy``
 means dL/dy for the scalar loss L; shapes are written ``(N, d)`` with N the batch.
@@ -12,12 +14,13 @@ from __future__ import annotations
 import math
 
 from . import backend as B
+from .conv import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample
 from .module import InputError, Module, Sequential
 
 __all__ = [
     "Linear", "TiedLinear", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus",
     "Identity", "Dropout", "BatchNorm1d", "Reshape", "Flatten", "Sequential", "ACTIVATIONS",
-    "sigmoid", "softplus",
+    "sigmoid", "softplus", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "Upsample",
 ]
 
 

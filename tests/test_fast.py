@@ -471,3 +471,58 @@ def test_reference_and_fast_training_runs_give_the_same_losses(tmp_path):
     assert {"train_loss", "train_recon", "train_kl", "test_loss"} <= set(keys)
     for k in keys:
         assert slow[k] == pytest.approx(quick[k], rel=RUN_RTOL), k
+
+
+# --- convolution as one matmul (im2col) -------------------------------------------------------------
+
+@st.composite
+def _conv_case(draw):
+    """A valid convolution: shapes, stride, padding, dilation (tiny, non-square allowed)."""
+    from scratchae.conv import conv2d_output_hw
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    hw = (draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    out = conv2d_output_hw(hw, k, s, p, d)
+    from hypothesis import assume
+    assume(min(out) >= 1)
+    return dict(n=draw(st.integers(1, 3)), c_in=draw(st.integers(1, 4)), c_out=draw(st.integers(1, 4)),
+                k=k, s=s, p=p, d=d, hw=hw, out=out)
+
+
+@settings(max_examples=40)
+@given(case=_conv_case(), dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
+def test_conv_fast_paths_agree_with_the_reference_to_rounding(case, dtype, seed):
+    """The stated agreement: each entry within 2 K eps of the sum of its terms' magnitudes
+    (K terms, summed in another order: one matmul instead of one per kernel offset)."""
+    from scratchae import conv
+    rng = np.random.default_rng(seed)
+    c = case
+    x = rng.standard_normal((c["n"], c["c_in"], *c["hw"])).astype(dtype)
+    W = rng.standard_normal((c["c_out"], c["c_in"], *c["k"])).astype(dtype)
+    dy = rng.standard_normal((c["n"], c["c_out"], *c["out"])).astype(dtype)
+    args = (c["s"], c["p"], c["d"])
+    eps = float(np.finfo(dtype).eps)
+    kh, kw = c["k"]
+    cases = [
+        ("conv2d", (x, W, *args), c["c_in"] * kh * kw, (np.abs(x), np.abs(W), *args)),
+        ("conv2d_input_grad", (dy, W, c["hw"], *args), c["c_out"] * kh * kw, (np.abs(dy), np.abs(W), c["hw"], *args)),
+        ("conv2d_weight_grad", (x, dy, c["k"], *args), c["n"] * c["out"][0] * c["out"][1],
+         (np.abs(x), np.abs(dy), c["k"], *args)),
+    ]
+    for name, call, terms, magnitude_call in cases:
+        reference = getattr(conv, name).reference
+        assert fast.implementation(name, call[0]) is fast.FAST_PATHS[name]["numpy"]
+        got = fast.FAST_PATHS[name]["numpy"](*call)
+        want = reference(*call)
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        bound = 2 * terms * eps * reference(*[a.astype("float64") if hasattr(a, "astype") else a
+                                               for a in magnitude_call])
+        err = np.abs(got.astype("float64") - want.astype("float64"))
+        assert np.all(err <= bound + np.finfo(dtype).tiny), (name, float(err.max()), float(bound.max()))
+        again = fast.FAST_PATHS[name]["numpy"](*call)
+        np.testing.assert_array_equal(got, again)                 # deterministic, bit for bit
+    with fast.reference_mode():
+        assert fast.implementation("conv2d", x) is None
+        np.testing.assert_array_equal(conv.conv2d(x, W, *args), conv.conv2d.reference(x, W, *args))

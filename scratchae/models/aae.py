@@ -4,7 +4,8 @@ from __future__ import annotations
 from .. import backend as B
 from .. import losses
 from ..stochastic import make_prior
-from .base import AutoencoderBase, Objective, mlp, mlp_decoder, reconstruction
+from .base import (CONV_CHANNELS, AutoencoderBase, Objective, arch_config, decoder_network,
+                   encoder_network, mlp, reconstruction)
 
 __all__ = ["AdversarialAutoencoder"]
 
@@ -44,13 +45,14 @@ class AdversarialAutoencoder(AutoencoderBase):
 
     def __init__(self, sizes=(784, 1000, 1000, 2), activation="relu", likelihood="bernoulli",
                  disc_sizes=(1000, 1000), prior="mixture", supervised=False, n_classes=10,
-                 rng=None, dtype="float32"):
+                 rng=None, dtype="float32", arch="mlp", channels=CONV_CHANNELS, image_shape=None):
         super().__init__()
         sizes = [int(s) for s in sizes]
         self.config = {"kind": self.kind, "input_dim": sizes[0], "sizes": sizes,
                        "activation": activation, "likelihood": likelihood,
                        "disc_sizes": [int(s) for s in disc_sizes], "prior": prior,
-                       "supervised": bool(supervised), "n_classes": int(n_classes), "dtype": dtype}
+                       "supervised": bool(supervised), "n_classes": int(n_classes), "dtype": dtype,
+                       **arch_config(arch, channels, image_shape, sizes[0])}
         self.likelihood, self.rng = likelihood, rng
         self.latent_dim = sizes[-1]
         self.prior = make_prior(prior, sizes[-1])
@@ -58,8 +60,10 @@ class AdversarialAutoencoder(AutoencoderBase):
         if supervised and self.prior.n_classes != self.n_classes:
             raise ValueError(f"supervised AAE: prior {prior!r} has {self.prior.n_classes} label-conditioned "
                              f"parts, not n_classes={n_classes}; use prior 'mixture' or 'swiss_roll'")
-        self.encoder = mlp(sizes, activation, rng, dtype, input_grad=False)
-        self.decoder = mlp_decoder(sizes, likelihood, activation, rng, dtype)
+        net = dict(arch=arch, activation=activation, rng=rng, dtype=dtype, channels=channels,
+                   image_shape=image_shape)
+        self.encoder = encoder_network(sizes=sizes, code_width=sizes[-1], **net)
+        self.decoder = decoder_network(sizes=sizes, likelihood=likelihood, **net)
         d_in = sizes[-1] + (self.n_classes if supervised else 0)
         self.discriminator = mlp([d_in, *disc_sizes, 1], activation, rng, dtype)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .. import backend as B
 from ..layers import ACTIVATIONS, Linear, Sequential, TiedLinear
-from .base import AutoencoderBase, Objective, likelihood_width, mlp, mlp_decoder, reconstruction
+from .base import (CONV_CHANNELS, AutoencoderBase, Objective, arch_config, decoder_network,
+                   encoder_network, likelihood_width, reconstruction)
 
 __all__ = ["Autoencoder"]
 
@@ -33,20 +34,31 @@ class Autoencoder(AutoencoderBase):
         mirrors them (its last layer outputs what the likelihood needs).
     tied : bool
         Decoder weights are the encoder's transposed (``TiedLinear``); needs
-        likelihood "bernoulli" or "mse" (the output width must equal the input's).
+        likelihood "bernoulli" or "mse" (the output width must equal the input's), and
+        arch "mlp".
+    arch : {"mlp", "conv"}
+        "conv": the convolutional encoder and decoder of ``models.base.encoder_network``
+        (``sizes`` is then ``[input_dim, code]``; ``channels`` the convolutions' widths;
+        ``image_shape`` (C, H, W), by default a square single-channel image).
     """
 
     kind = "ae"
 
     def __init__(self, sizes=(784, 256, 32), activation="relu", likelihood="bernoulli",
-                 tied=False, sparsity=0.0, rng=None, dtype="float32"):
+                 tied=False, sparsity=0.0, rng=None, dtype="float32", arch="mlp",
+                 channels=CONV_CHANNELS, image_shape=None):
         super().__init__()
         sizes = [int(s) for s in sizes]
         self.config = {"kind": self.kind, "input_dim": sizes[0], "sizes": sizes,
                        "activation": activation, "likelihood": likelihood, "tied": bool(tied),
-                       "sparsity": float(sparsity), "dtype": dtype}
+                       "sparsity": float(sparsity), "dtype": dtype,
+                       **arch_config(arch, channels, image_shape, sizes[0])}
         self.likelihood, self.sparsity = likelihood, float(sparsity)
-        self.encoder = mlp(sizes, activation, rng, dtype, input_grad=False)
+        net = dict(arch=arch, activation=activation, rng=rng, dtype=dtype, channels=channels,
+                   image_shape=image_shape)
+        self.encoder = encoder_network(sizes=sizes, code_width=sizes[-1], **net)
+        if tied and arch != "mlp":
+            raise ValueError(f"tied weights need arch 'mlp' (TiedLinear), not {arch!r}")
         if tied:
             if likelihood_width(likelihood, sizes[0]) != sizes[0]:
                 raise ValueError("tied weights need an output as wide as the input (bernoulli or mse)")
@@ -58,7 +70,7 @@ class Autoencoder(AutoencoderBase):
                     layers.append(ACTIVATIONS[activation]())
             self.decoder = Sequential(*layers)
         else:
-            self.decoder = mlp_decoder(sizes, likelihood, activation, rng, dtype)
+            self.decoder = decoder_network(sizes=sizes, likelihood=likelihood, **net)
 
     def loss(self, x, x_in=None):
         """Forward-only: terms and dL/d(outputs). ``x_in``: the encoder's input if not x (DAE)."""

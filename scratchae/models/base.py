@@ -2,6 +2,7 @@
 and the :class:`Objective` that ``loss`` returns and ``backward`` consumes."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,8 @@ from .. import losses
 from ..layers import ACTIVATIONS, Linear
 from ..module import InputError, Module, Sequential
 
-__all__ = ["Objective", "mlp", "mlp_decoder", "LIKELIHOODS", "reconstruction", "log_likelihood",
+__all__ = ["Objective", "mlp", "mlp_decoder", "ARCHS", "CONV_CHANNELS", "encoder_network",
+           "decoder_network", "image_shape_of", "arch_config", "LIKELIHOODS", "reconstruction", "log_likelihood",
            "likelihood_width", "decoded_mean", "AutoencoderBase"]
 
 
@@ -62,6 +64,112 @@ def mlp_decoder(sizes, likelihood, activation="relu", rng=None, dtype="float32")
     dec_sizes = [int(s) for s in sizes[::-1]]
     dec_sizes[-1] = likelihood_width(likelihood, dec_sizes[-1])
     return mlp(dec_sizes, activation, rng, dtype)
+
+
+#: "mlp": Linear layers of the widths ``sizes``; "conv": the convolutional encoder and decoder
+#: below (images as rows of C*H*W pixels, reshaped to (C, H, W) inside the networks).
+ARCHS = ("mlp", "conv")
+#: the channels of the convolutional encoder, one k4 s2 p1 Conv2d each (the decoder mirrors them)
+CONV_CHANNELS = (32, 64)
+
+
+def image_shape_of(input_dim: int, image_shape=None) -> tuple:
+    """``(C, H, W)`` of images stored as rows of ``input_dim`` pixels: as given, or a square
+    single-channel image (784 -> (1, 28, 28))."""
+    if image_shape is None:
+        side = math.isqrt(int(input_dim))
+        if side * side != input_dim:
+            raise ValueError(f"arch 'conv': input_dim {input_dim} is not a square image; pass "
+                             "image_shape=(C, H, W)")
+        return (1, side, side)
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1 or math.prod(shape) != input_dim:
+        raise ValueError(f"arch 'conv': image_shape {tuple(image_shape)} is not (C, H, W) with "
+                         f"C*H*W = input_dim = {input_dim}")
+    return shape
+
+
+def _conv_grid(sizes, channels, image_shape):
+    """Check a conv architecture; give ``(C, H, W)`` and the code grid ``(h, w)``."""
+    if len(sizes) != 2:
+        raise ValueError(f"arch 'conv': sizes is [input_dim, code], got {list(sizes)} (the hidden "
+                         "layers are the convolutions: pass channels=...)")
+    if len(channels) < 1 or min(channels) < 1:
+        raise ValueError(f"arch 'conv': channels must be one or more positive widths, got {channels}")
+    C, H, W = image_shape_of(sizes[0], image_shape)
+    k = 2 ** len(channels)
+    if H % k or W % k:
+        raise ValueError(f"arch 'conv': {len(channels)} stride-2 convolutions need H and W divisible "
+                         f"by {k}, got an image of {H}x{W}")
+    return (C, H, W), (H // k, W // k)
+
+
+def arch_config(arch, channels, image_shape, input_dim) -> dict:
+    """The architecture's entries of a model's ``config`` (what a checkpoint rebuilds it from)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+    if arch == "mlp":
+        return {"arch": "mlp"}
+    return {"arch": "conv", "channels": [int(c) for c in channels],
+            "image_shape": list(image_shape_of(input_dim, image_shape))}
+
+
+def encoder_network(arch, sizes, code_width, activation="relu", rng=None, dtype="float32",
+                    channels=CONV_CHANNELS, image_shape=None) -> Sequential:
+    """The encoder, from pixels (N, input_dim) to ``code_width`` numbers per example.
+
+    ``"mlp"``: ``mlp([*sizes[:-1], code_width])``. ``"conv"``, for channels (32, 64) and 28x28
+    images (the recipe of docs/conv.md)::
+
+        Reshape(1, 28, 28), Conv2d(1, 32, 4, 2, 1), ReLU, Conv2d(32, 64, 4, 2, 1), ReLU,
+        Flatten, Linear(64*7*7, code_width)
+
+    Its first layer's input is data, so ``backward`` returns no dL/dx (``input_grad=False``).
+    """
+    if arch == "mlp":
+        return mlp([*sizes[:-1], code_width], activation, rng, dtype, input_grad=False)
+    if arch != "conv":
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+    from ..conv import Conv2d
+    from ..layers import Flatten, Reshape
+    (c, h, w), _ = _conv_grid(sizes, channels, image_shape)
+    layers = [Reshape(c, h, w)]
+    for i, width in enumerate(channels):
+        layers += [Conv2d(c, width, 4, 2, 1, rng=rng, dtype=dtype, input_grad=i > 0),
+                   ACTIVATIONS[activation]()]
+        c, h, w = width, h // 2, w // 2
+    layers += [Flatten(), Linear(c * h * w, code_width, rng, dtype=dtype)]
+    return Sequential(*layers)
+
+
+def decoder_network(arch, sizes, likelihood, activation="relu", rng=None, dtype="float32",
+                    channels=CONV_CHANNELS, image_shape=None) -> Sequential:
+    """The decoder, from codes (N, sizes[-1]) to what ``likelihood`` needs per example.
+
+    ``"mlp"``: :func:`mlp_decoder`. ``"conv"`` mirrors the conv encoder (28x28, (32, 64))::
+
+        Linear(code, 64*7*7), ReLU, Reshape(64, 7, 7), ConvTranspose2d(64, 32, 4, 2, 1), ReLU,
+        ConvTranspose2d(32, C_out, 4, 2, 1), Flatten
+
+    with ``C_out = C`` (logits, or x_hat for "mse") or ``2C`` for "gaussian" (mean channels,
+    then log-variance channels: flattened, ``[mean | logvar]`` as the MLP's).
+    """
+    if arch == "mlp":
+        return mlp_decoder(sizes, likelihood, activation, rng, dtype)
+    if arch != "conv":
+        raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
+    from ..conv import ConvTranspose2d
+    from ..layers import Flatten, Reshape
+    (c, _, _), (h, w) = _conv_grid(sizes, channels, image_shape)
+    act = ACTIVATIONS[activation]
+    widths = [*reversed(channels), likelihood_width(likelihood, c)]
+    layers = [Linear(sizes[-1], widths[0] * h * w, rng, dtype=dtype), act(), Reshape(widths[0], h, w)]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(ConvTranspose2d(a, b, 4, 2, 1, rng=rng, dtype=dtype))
+        if i < len(widths) - 2:
+            layers.append(act())
+    layers.append(Flatten())
+    return Sequential(*layers)
 
 
 def reconstruction(out, x, likelihood: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..stochastic import CORRUPTIONS, corrupt
 from .ae import Autoencoder
+from .base import CONV_CHANNELS
 
 __all__ = ["DenoisingAutoencoder"]
 
@@ -30,10 +31,11 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, sizes=(784, 256, 32), activation="relu", likelihood="bernoulli",
                  corruption="masking", level=0.5, tied=False, sparsity=0.0, rng=None,
-                 dtype="float32"):
+                 dtype="float32", arch="mlp", channels=CONV_CHANNELS, image_shape=None):
         if corruption not in CORRUPTIONS:
             raise ValueError(f"unknown corruption {corruption!r}; use one of {CORRUPTIONS}")
-        super().__init__(sizes, activation, likelihood, tied, sparsity, rng, dtype)
+        super().__init__(sizes, activation, likelihood, tied, sparsity, rng, dtype, arch=arch,
+                         channels=channels, image_shape=image_shape)
         self.config.update(kind=self.kind, corruption=corruption, level=float(level))
         self.corruption, self.level, self.rng = corruption, float(level), rng
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import backend as B
 from ..stochastic import GaussianSample, SoftClamp, gaussian_kl
-from .base import AutoencoderBase, Objective, mlp, mlp_decoder, reconstruction
+from .base import (CONV_CHANNELS, AutoencoderBase, Objective, arch_config, decoder_network,
+                   encoder_network, reconstruction)
 
 __all__ = ["VAE"]
 
@@ -31,7 +32,9 @@ class VAE(AutoencoderBase):
                                                    the first Linear has input_grad=False
 
     The default recipe is the literature's and PyTorch's example: sizes (784, 400, 20),
-    ReLU, Bernoulli likelihood on pixels/255, Adam 1e-3, batch 128.
+    ReLU, Bernoulli likelihood on pixels/255, Adam 1e-3, batch 128. ``arch="conv"`` swaps the
+    MLPs for the convolutional encoder and decoder of ``models.base.encoder_network`` (sizes
+    ``[784, 20]``), the same objective.
 
     The ELBO and IWAE estimates of a trained model are in ``scratchae.evaluation``.
 
@@ -43,16 +46,20 @@ class VAE(AutoencoderBase):
     kind = "vae"
 
     def __init__(self, sizes=(784, 400, 20), activation="relu", likelihood="bernoulli",
-                 beta=1.0, logvar_bound=None, rng=None, dtype="float32"):
+                 beta=1.0, logvar_bound=None, rng=None, dtype="float32", arch="mlp",
+                 channels=CONV_CHANNELS, image_shape=None):
         super().__init__()
         sizes = [int(s) for s in sizes]
         self.config = {"kind": self.kind, "input_dim": sizes[0], "sizes": sizes,
                        "activation": activation, "likelihood": likelihood, "beta": float(beta),
-                       "logvar_bound": logvar_bound, "dtype": dtype}
+                       "logvar_bound": logvar_bound, "dtype": dtype,
+                       **arch_config(arch, channels, image_shape, sizes[0])}
         self.likelihood, self.beta, self.rng = likelihood, float(beta), rng
         self.latent_dim = sizes[-1]
-        self.encoder = mlp(sizes[:-1] + [2 * sizes[-1]], activation, rng, dtype, input_grad=False)
-        self.decoder = mlp_decoder(sizes, likelihood, activation, rng, dtype)
+        net = dict(arch=arch, activation=activation, rng=rng, dtype=dtype, channels=channels,
+                   image_shape=image_shape)
+        self.encoder = encoder_network(sizes=sizes, code_width=2 * sizes[-1], **net)
+        self.decoder = decoder_network(sizes=sizes, likelihood=likelihood, **net)
         self.sampler = GaussianSample(rng)
         self.clamp = SoftClamp(logvar_bound) if logvar_bound else None
 
