@@ -538,7 +538,10 @@ def main(args):
     print(f"load average (1, 5, 15 min) at start {' '.join(f'{v:.2f}' for v in load_start)}, "
           f"at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.model == "vae":
-        print(f"torch VAE loss: {'sigmoid + binary_cross_entropy (the example)' if args.torch_bce == 'probs' else 'binary_cross_entropy_with_logits'}; "
+        bce = ("binary_cross_entropy_with_logits (the conv decoder outputs logits)" if args.arch == "conv"
+               else "sigmoid + binary_cross_entropy (the example)" if args.torch_bce == "probs"
+               else "binary_cross_entropy_with_logits")
+        print(f"torch VAE loss: {bce}; "
               f"torch Adam: {'fused=True' if args.torch_fused_adam else 'default (per-tensor loop)'}")
     print()
     rows = [("", "scratchae", "torch", "scratchae/torch")]

@@ -43,6 +43,19 @@ def parser(name: str, doc: str, epochs: int | None = None, data: bool = True,
     return p
 
 
+def add_arch(p: argparse.ArgumentParser) -> None:
+    """``--arch mlp|conv``: the MLPs of the recipe, or the conv encoder/decoder (docs/conv.md)."""
+    p.add_argument("--arch", default="mlp", choices=["mlp", "conv"],
+                   help="mlp (default) or conv: two k4 s2 p1 convolutions down, two transposed up")
+
+
+def arch_kwargs(args, sizes, code=None) -> dict:
+    """The model's ``sizes`` (and ``arch``) for ``--arch``: conv keeps only input and code."""
+    if getattr(args, "arch", "mlp") == "conv":
+        return {"arch": "conv", "sizes": [sizes[0], code or sizes[-1]]}
+    return {"sizes": list(sizes)}
+
+
 def positive(text: str) -> int:
     n = int(text)
     if n < 1:

@@ -46,9 +46,10 @@ def main(args):
     ds, x_train, x_test = _common.load_mnist(args)
     be = args.backend
     sizes = RECIPES["dae"]["sizes"]
-    dae = DenoisingAutoencoder(sizes=sizes, corruption="masking", level=args.level,
+    arch = _common.arch_kwargs(args, sizes, code=20)        # conv: the conv recipe's code of 20
+    dae = DenoisingAutoencoder(**arch, corruption="masking", level=args.level,
                                rng=B.Generator(args.seed, device=be))
-    ae = Autoencoder(sizes=sizes, rng=B.Generator(args.seed, device=be))   # same initial weights
+    ae = Autoencoder(**arch, rng=B.Generator(args.seed, device=be))   # same initial weights
     _, t_dae = train(dae, x_train, args)
     _, t_ae = train(ae, x_train, args)
 
@@ -60,7 +61,7 @@ def main(args):
 
     res = {name: {"masked": scores(m, x_masked, x), "clean": scores(m, x, x)}
            for name, m in (("AE", ae), ("DAE", dae))}
-    print(f"{'-'.join(map(str, sizes))}, {args.epochs} epochs each on {ds.source} ({len(x_train)} "
+    print(f"{'-'.join(map(str, sizes)) if args.arch == 'mlp' else 'conv (docs/conv.md)'}, {args.epochs} epochs each on {ds.source} ({len(x_train)} "
           f"images; AE {t_ae:.1f} s, DAE {t_dae:.1f} s), DAE trained with masking level {args.level}")
     print(f"{len(x_test)} test digits, {100 * frac:.1f}% of pixels masked (same mask for both); "
           "error against the clean digits, per example:")
@@ -85,6 +86,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = _common.parser("dae", __doc__, epochs=20)
+    _common.add_arch(p)
     p.add_argument("--level", type=float, default=RECIPES["dae"]["level"],
                    help="training masking level of the DAE (default 0.5)")
     p.add_argument("--test-level", type=float, default=0.5,

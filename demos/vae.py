@@ -27,7 +27,7 @@ def main(args):
     be = args.backend
     r = RECIPES["vae"]
     sizes = [*r["sizes"][:-1], args.latent_dim]
-    model = VAE(sizes=sizes, rng=B.Generator(args.seed, device=be))
+    model = VAE(**_common.arch_kwargs(args, sizes), rng=B.Generator(args.seed, device=be))
     model.configure_optimizers("adam", lr=r["lr"])
     t0 = time.perf_counter()
     history = fit(model, x_train, ds.y_train, epochs=args.epochs, batch_size=r["batch_size"],
@@ -46,7 +46,7 @@ def main(args):
             total[k] += B.to_scalar(be.xp.sum(evaluation.iwae_bound(model, xb, k, rng)))
     iwae_seconds = time.perf_counter() - t0
 
-    print(f"VAE {'-'.join(map(str, sizes))} on {ds.source} ({len(x_train)} train / "
+    print(f"VAE {'-'.join(map(str, sizes)) if args.arch == 'mlp' else 'conv (docs/conv.md)'} on {ds.source} ({len(x_train)} train / "
           f"{len(x_test)} test), {args.epochs} epochs in {seconds:.1f} s, device {be}")
     print(f"  test -ELBO  {h['test_loss']:7.2f} nats/example  (recon {h['test_recon']:.2f} + KL "
           f"{h['test_kl']:.2f}; train -ELBO {h['train_loss']:.2f})")
@@ -58,6 +58,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = _common.parser("vae", __doc__, epochs=30)
+    _common.add_arch(p)
     p.add_argument("--latent-dim", type=int, default=RECIPES["vae"]["sizes"][-1],
                    help="size of z (default 20; 2 adds the manifold and latent scatter)")
     p.add_argument("--iwae-k", type=int, default=200, help="importance samples (default 200)")

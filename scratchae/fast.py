@@ -305,13 +305,38 @@ def _conv2d_input_grad_numpy(dy, W, x_hw, stride=1, padding=0, dilation=1):
         return REFERENCES["conv2d_input_grad"](dy, W, x_hw, stride, padding, dilation)
     _check_fits("conv2d_input_grad", (H, Wd), (Ho, Wo), (kh, kw), s, p, d)
     cols = (_rows(dy) @ _kernel_rows(W)).reshape(N, Ho, Wo, kh, kw, C_in)
-    (sh, sw), (dh, dw), (ph, pw) = s, d, p
-    dxpad = _np.zeros((N, H + 2 * ph, Wd + 2 * pw, C_in), dtype=cols.dtype)
-    for i in range(kh):                       # col2im: the reference's order of offsets
-        for j in range(kw):
-            dxpad[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw, :] \
-                += cols[:, :, :, i, j, :]
-    return dxpad[:, ph:ph + H, pw:pw + Wd, :].transpose(0, 3, 1, 2)
+    dxpad = _col2im(cols, (H + 2 * p[0], Wd + 2 * p[1]), s, d)
+    return dxpad[:, p[0]:p[0] + H, p[1]:p[1] + Wd, :].transpose(0, 3, 1, 2)
+
+
+def _col2im(cols, padded_hw, stride, dilation):
+    """Add each offset's block ``cols[:, :, :, i, j, :]`` (N, Ho, Wo, C) into the padded
+    gradient (N, Hp, Wp, C) at rows ``i*dh + h*sh``, columns ``j*dw + w*sw``.
+
+    By phase: the rows with ``row % sh == a`` (columns alike) form a dense grid, and offset
+    ``i`` lands on phase ``a = i*dh % sh`` shifted by ``i*dh // sh`` whole rows, so each
+    block is added into a contiguous slab of its phase's grid instead of a strided slice
+    of the whole; each entry still receives its terms in the reference's row-major order
+    of offsets (bit for bit the strided scatter-add)."""
+    N, Ho, Wo, kh, kw, C = cols.shape
+    (Hp, Wp), (sh, sw), (dh, dw) = padded_hw, stride, dilation
+    dxpad = _np.zeros((N, Hp, Wp, C), dtype=cols.dtype)
+    for a in range(sh):
+        for b in range(sw):
+            phase = None
+            for i in range(kh):
+                if (i * dh) % sh != a:
+                    continue
+                for j in range(kw):
+                    if (j * dw) % sw != b:
+                        continue
+                    if phase is None:
+                        phase = _np.zeros((N, -(-(Hp - a) // sh), -(-(Wp - b) // sw), C), cols.dtype)
+                    t, u = i * dh // sh, j * dw // sw
+                    phase[:, t:t + Ho, u:u + Wo, :] += cols[:, :, :, i, j, :]
+            if phase is not None:
+                dxpad[:, a::sh, b::sw, :] = phase
+    return dxpad
 
 
 def _conv2d_weight_grad_numpy(x, dy, kernel_size, stride=1, padding=0, dilation=1):
