@@ -20,13 +20,13 @@
 #   wheels 15     python3 -m pip install -q --no-index --no-deps --no-compile --target TMP/site DIR/*.whl
 #   machine 15    python3 benchmarks/gpu_check.py machine      (nvidia-smi, CuPy, CUDA, torch)
 #   doctor 20     python3 -m scratchae doctor
-#   tests_core 45 HYPOTHESIS_PROFILE=dev python3 -m pytest -m gpu ... --junitxml OUT/gpu_tests_core.xml
+#   tests_core 70 HYPOTHESIS_PROFILE=dev python3 -m pytest -m gpu ... --junitxml OUT/gpu_tests_core.xml
 #                 tests/test_backend.py tests/test_fast.py tests/test_devices.py tests/test_doctor.py
 #                 (the CuPy-only lines against their twins, docs/cuda.md; CPU/GPU parity)
 #   parity 80     python3 benchmarks/gpu_check.py parity       (CPU vs GPU, checkpoints, --resume)
 #   speed 110     python3 benchmarks/gpu_check.py speed        (bench_vae.py: scratchae vs torch.cuda)
 #   iwae 75       python3 benchmarks/gpu_check.py iwae         (IWAE-5000 on the whole test set)
-#   tests 100     HYPOTHESIS_PROFILE=dev python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml OUT/gpu_tests.xml
+#   tests 75      HYPOTHESIS_PROFILE=dev python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml OUT/gpu_tests.xml
 #                 (every other gpu-marked test: the files of tests_core left out)
 #   summarize 10  python3 benchmarks/gpu_check.py summarize    (OUT/summary.json, OUT/summary.md)
 #
@@ -224,13 +224,13 @@ fi
 run_step machine 15 "$PY" "${GC[@]}" machine "${COMMON[@]}"
 run_step doctor 20 "$PY" -m scratchae doctor
 # first the CuPy-only lines against their twins (docs/cuda.md) and CPU/GPU parity
-run_step tests_core 45 env HYPOTHESIS_PROFILE=dev "$PY" -m pytest -m gpu -q -p no:cacheprovider \
+run_step tests_core 70 env HYPOTHESIS_PROFILE=dev "$PY" -m pytest -m gpu -q -p no:cacheprovider \
     --junitxml "$OUT/gpu_tests_core.xml" "${CORE_TESTS[@]}"
 run_step parity 80 "$PY" "${GC[@]}" parity "${COMMON[@]}"
 run_step speed 110 "$PY" "${GC[@]}" speed "${COMMON[@]}" "${DATA_OPT[@]}"
 run_step iwae 75 "$PY" "${GC[@]}" iwae "${COMMON[@]}" "${DATA_OPT[@]}"
 # last, with what is left: every other gpu-marked test
-run_step tests 100 env HYPOTHESIS_PROFILE=dev "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
+run_step tests 75 env HYPOTHESIS_PROFILE=dev "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
     --junitxml "$OUT/gpu_tests.xml" "${IGNORE_CORE[@]}" tests
 run_step summarize 10 "$PY" "${GC[@]}" summarize --out "$OUT"
 
