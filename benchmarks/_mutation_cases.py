@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 
 import numpy as np
 
 from scratchae import backend as B
+from scratchae import conv as C
+from scratchae import fast
 from scratchae import layers as L
 from scratchae import losses, stochastic
 
@@ -161,6 +164,66 @@ def build_reshape(cls, k, rng):
 
 def build_flatten(cls, k, rng):
     return cls(), inputs_away(rng, _pick([(3, 2, 3), (2, 3, 2), (2, 2, 2, 2), (3, 4), (1, 2, 3)], k)), {}
+
+
+class ConvTarget(LayerTarget):
+    """A convolution layer's backward, or one of the ``scratchae.conv`` reference functions it
+    calls (``function``), mutated; checked with ``check_layer`` on the layer, fast paths off
+    (the mutant is the reference: the fast path must not stand in for it)."""
+
+    def __init__(self, name, cls, build, function=None):
+        super().__init__(name, cls, build)
+        self.function = function
+        if function is not None:      # mutate the function; re-bind the layer's backward to it
+            self.source, self.module = getattr(C, function).reference, C
+
+    def impl(self, ns):
+        if ns is None or self.function is None:
+            return super().impl(ns)
+        backward = self.cls.backward
+        rebound = types.FunctionType(backward.__code__, ns, backward.__name__, backward.__defaults__,
+                                     backward.__closure__)
+        return type(self.cls.__name__, (self.cls,), {
+            "backward": rebound, "__module__": self.cls.__module__, "__qualname__": self.cls.__qualname__})
+
+    def outputs(self, ns, k, seed):
+        with fast.reference_mode():
+            return super().outputs(ns, k, seed)
+
+    def check(self, ns, k, seed):
+        with fast.reference_mode():
+            return super().check(ns, k, seed)
+
+
+#: (in_channels, out_channels, kernel, stride, padding, dilation, batch, H, W): small, with
+#: strides and paddings that skip rows, dilation, non-square kernels and images
+CONV_CASES = [(2, 3, 3, 1, 1, 1, 2, 5, 5), (1, 2, (2, 3), 2, 0, 1, 2, 6, 5),
+              (2, 2, 3, 2, 1, 2, 1, 7, 6), (3, 1, 2, 3, 1, 1, 2, 6, 7), (1, 3, 4, 2, 1, 1, 1, 6, 6)]
+
+
+def build_conv2d(cls, k, rng):
+    c_in, c_out, kern, s, p, d, n, h, w = _pick(CONV_CASES, k)
+    layer = cls(c_in, c_out, kern, s, p, d, rng=B.Generator(_seed_of(rng)), dtype="float64")
+    return layer, inputs_away(rng, (n, c_in, h, w)), {}
+
+
+def build_conv_transpose2d(cls, k, rng):
+    c_in, c_out, kern, s, p, d, n, h, w = _pick(CONV_CASES, k)
+    op = 1 if s > 1 else 0
+    layer = cls(c_in, c_out, kern, s, min(p, 1), op, dilation=d, rng=B.Generator(_seed_of(rng)),
+                dtype="float64")
+    return layer, inputs_away(rng, (n, c_in, max(2, h // 2), max(2, w // 2))), {}
+
+
+def build_pool(cls, k, rng):
+    kern, s, p, n, c, h, w = _pick([(2, 2, 0, 2, 2, 4, 4), (3, 2, 1, 1, 2, 5, 6), (2, 1, 1, 2, 1, 3, 4),
+                                    ((2, 3), (1, 2), (1, 1), 1, 2, 5, 5), (3, 3, 0, 2, 1, 7, 6)], k)
+    return cls(kern, s, p), inputs_away(rng, (n, c, h, w)), {}
+
+
+def build_upsample(cls, k, rng):
+    scale, shape = _pick([(2, (2, 2, 3, 3)), ((2, 3), (1, 2, 2, 3)), (3, (2, 1, 2, 2))], k)
+    return cls(scale), inputs_away(rng, shape), {}
 
 
 # --- functions ------------------------------------------------------------------------------
@@ -301,6 +364,17 @@ def all_targets():
         LayerTarget("Reshape", L.Reshape, build_reshape),
         LayerTarget("Flatten", L.Flatten, build_flatten),
         LayerTarget("SoftClamp", stochastic.SoftClamp, build_elementwise((3.0,), (1.5,), (2.0,))),
+        ConvTarget("Conv2d", C.Conv2d, build_conv2d),
+        ConvTarget("conv2d_input_grad", C.Conv2d, build_conv2d, function="conv2d_input_grad"),
+        ConvTarget("conv2d_weight_grad", C.Conv2d, build_conv2d, function="conv2d_weight_grad"),
+        ConvTarget("ConvTranspose2d", C.ConvTranspose2d, build_conv_transpose2d),
+        ConvTarget("MaxPool2d", C.MaxPool2d, build_pool),
+        ConvTarget("max_pool2d_input_grad", C.MaxPool2d, build_pool, function="max_pool2d_input_grad"),
+        ConvTarget("AvgPool2d", C.AvgPool2d, build_pool),
+        ConvTarget("avg_pool2d_input_grad", C.AvgPool2d, build_pool, function="avg_pool2d_input_grad"),
+        ConvTarget("Upsample", C.Upsample, build_upsample),
+        ConvTarget("upsample_nearest2d_input_grad", C.Upsample, build_upsample,
+                   function="upsample_nearest2d_input_grad"),
         SamplerTarget(),
         FunctionTarget("mse", losses, mse_inputs),
     ]
