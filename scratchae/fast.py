@@ -18,6 +18,10 @@ fast path               replaces                          agrees with the refere
                                                           temporaries in scratch buffers)
 ``flush_subnormals``    nothing: an addition to every     entries below ~1e-30 of the optimizer
 (NumPy, CuPy)           optimizer step                    buffers become 0, every 32 steps
+``conv2d``,             ``conv.conv2d``,                  to rounding: each entry within 2 K eps
+``conv2d_input_grad``,  ``conv.conv2d_input_grad``,       of the sum of its K terms' magnitudes
+``conv2d_weight_grad``  ``conv.conv2d_weight_grad``       (one im2col matmul instead of one
+(NumPy)                 (one matmul per kernel offset)    per offset); deterministic
 ======================  ================================  =====================================
 
 Turn every fast path off, so what runs is exactly the code you read:

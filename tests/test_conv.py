@@ -292,8 +292,14 @@ def test_conv2d_matches_the_definition(data):
     x = _rng("cpu", 3).normal(cfg.x_shape, "float64")
     y, dy, dx, grads = _forward_backward(layer, x)
     b = _host(layer.params["b"]) if cfg.bias else np.zeros(cfg.out_channels)
-    ny, ndx, ndW, ndb = naive_conv2d(x, _host(layer.params["W"]), b, dy,
-                                     *map(_as_pair, (cfg.stride, cfg.padding, cfg.dilation)))
+    naive = naive_conv2d(x, _host(layer.params["W"]), b, dy,
+                         *map(_as_pair, (cfg.stride, cfg.padding, cfg.dilation)))
+    _close_layer(cfg, (y, dx, grads), naive)
+
+
+def _close_layer(cfg, ours, naive):
+    """y, dx, dW (and db) of a layer against the definition's."""
+    (y, dx, grads), (ny, ndx, ndW, ndb) = ours, naive
     _close(y, ny)
     _close(dx, ndx)
     _close(grads["W"], ndW)
@@ -308,14 +314,10 @@ def test_conv_transpose2d_matches_the_definition(data):
     x = _rng("cpu", 3).normal(cfg.x_shape, "float64")
     y, dy, dx, grads = _forward_backward(layer, x)
     b = _host(layer.params["b"]) if cfg.bias else np.zeros(cfg.out_channels)
-    ny, ndx, ndW, ndb = naive_conv_transpose2d(
+    naive = naive_conv_transpose2d(
         x, _host(layer.params["W"]), b, dy,
         *map(_as_pair, (cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation)))
-    _close(y, ny)
-    _close(dx, ndx)
-    _close(grads["W"], ndW)
-    if cfg.bias:
-        _close(grads["b"], ndb)
+    _close_layer(cfg, (y, dx, grads), naive)
 
 
 @given(data=st.data())

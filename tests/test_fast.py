@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from scratchae import backend as B
 from scratchae import fast, losses
@@ -485,7 +485,6 @@ def _conv_case(draw):
     d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     hw = (draw(st.integers(1, 9)), draw(st.integers(1, 9)))
     out = conv2d_output_hw(hw, k, s, p, d)
-    from hypothesis import assume
     assume(min(out) >= 1)
     return dict(n=draw(st.integers(1, 3)), c_in=draw(st.integers(1, 4)), c_out=draw(st.integers(1, 4)),
                 k=k, s=s, p=p, d=d, hw=hw, out=out)

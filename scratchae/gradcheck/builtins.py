@@ -55,22 +55,16 @@ def builtin_cases() -> list:
         LayerCase("Sequential", lambda d, rng: L.Sequential(
             L.Linear(d, 4, rng, dtype=f64), L.Tanh(), L.Linear(4, 2, rng, dtype=f64))),
         # the image layers, each on the (N, d) rows seen as one-channel 1 x d images
-        LayerCase("Conv2d", lambda d, rng: _image(L.Conv2d(1, 3, (1, 2), padding=(0, 1), rng=rng, dtype=f64))),
-        LayerCase("ConvTranspose2d", lambda d, rng: _image(L.ConvTranspose2d(
+        LayerCase("Conv2d", lambda d, rng: _image(d, L.Conv2d(1, 3, (1, 2), padding=(0, 1), rng=rng, dtype=f64))),
+        LayerCase("ConvTranspose2d", lambda d, rng: _image(d, L.ConvTranspose2d(
             1, 2, (1, 3), stride=(1, 2), padding=(0, 1), rng=rng, dtype=f64))),
-        LayerCase("MaxPool2d", lambda d, rng: _image(L.MaxPool2d((1, 2), stride=1, padding=(0, 1)))),
-        LayerCase("AvgPool2d", lambda d, rng: _image(L.AvgPool2d((1, 2), stride=1, padding=(0, 1)))),
-        LayerCase("Upsample", lambda d, rng: _image(L.Upsample(2))),
+        LayerCase("MaxPool2d", lambda d, rng: _image(d, L.MaxPool2d((1, 2), stride=1, padding=(0, 1)))),
+        LayerCase("AvgPool2d", lambda d, rng: _image(d, L.AvgPool2d((1, 2), stride=1, padding=(0, 1)))),
+        LayerCase("Upsample", lambda d, rng: _image(d, L.Upsample(2))),
     ]
 
 
-def _image(layer):
-    """``Reshape`` the (N, d) rows into (N, 1, 1, d) images, apply ``layer``, ``Flatten``."""
+def _image(d, layer):
+    """``layer`` on the (N, d) rows seen as one-channel 1 x d images: Reshape, layer, Flatten."""
     from .. import layers as L
-
-    class Rows(L.Reshape):              # (N, d) -> (N, 1, 1, d), whatever d is
-        def forward(self, x):
-            self.shape = (1, 1, x.shape[1])
-            return super().forward(x)
-
-    return L.Sequential(Rows(), layer, L.Flatten())
+    return L.Sequential(L.Reshape(1, 1, d), layer, L.Flatten())
