@@ -54,7 +54,7 @@ class RowScaledError(L.Linear):
     row, delta = 0, 0.0
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         g = x.T @ dy
         g[self.row, ...] = g[self.row, ...] * (1 + self.delta)
@@ -86,7 +86,7 @@ class OneEntryWrong(L.Linear):
     where, delta = (0, 0), 0.0
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         g = x.T @ dy
         g[self.where] = g[self.where] * (1 + self.delta)

@@ -567,7 +567,7 @@ class Conv2d(Module):
         return y
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         N, _, H_in, W_in = x.shape
         self.check_dy(dy, (N, self.out_channels) + self.output_hw((H_in, W_in)))
         xp = B.namespace(dy)
@@ -664,7 +664,7 @@ class ConvTranspose2d(Module):
         return y
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         N, _, H_in, W_in = x.shape
         self.check_dy(dy, (N, self.out_channels) + self.output_hw((H_in, W_in)))
         xp = B.namespace(dy)
@@ -755,7 +755,8 @@ class AvgPool2d(Module):
         return avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def backward(self, dy):
-        N, C, H_in, W_in = self.pop_cache()
+        (x_shape,) = self.pop_cache()
+        N, C, H_in, W_in = x_shape
         kernel_size, stride, padding = self.kernel_size, self.stride, self.padding
         self.check_dy(dy, (N, C) + conv2d_output_hw((H_in, W_in), kernel_size, stride, padding))
         return avg_pool2d_input_grad(dy, (H_in, W_in), kernel_size, stride, padding)
@@ -796,7 +797,8 @@ class Upsample(Module):
         return upsample_nearest2d(x, self.scale_factor)
 
     def backward(self, dy):
-        N, C, H, W = self.pop_cache()
+        (x_shape,) = self.pop_cache()
+        N, C, H, W = x_shape
         scale_factor = (sh, sw) = self.scale_factor
         self.check_dy(dy, (N, C, H * sh, W * sw))
         return upsample_nearest2d_input_grad(dy, scale_factor)

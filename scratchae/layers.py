@@ -111,7 +111,7 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.check_dy(dy, (x.shape[0], self.d_out))
         xp = B.namespace(dy)
         self.grads["W"] += x.T @ dy
@@ -151,7 +151,7 @@ class TiedLinear(Module):
         return x @ self.tied.params["W"].T + self.params["c"]
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.check_dy(dy, (x.shape[0], self.tied.d_in))
         xp = B.namespace(dy)
         self.tied.grads["W"] += dy.T @ x
@@ -176,7 +176,7 @@ class ReLU(Module):
         return xp.maximum(x, 0.0)
 
     def backward(self, dy):
-        positive = self.pop_cache()
+        (positive,) = self.pop_cache()
         self.check_dy(dy, positive.shape)
         xp = B.namespace(dy)
         return dy * xp.astype(positive, dy.dtype)
@@ -206,7 +206,7 @@ class LeakyReLU(Module):
         return xp.where(positive, x, self.slope * x)
 
     def backward(self, dy):
-        positive = self.pop_cache()
+        (positive,) = self.pop_cache()
         self.check_dy(dy, positive.shape)
         xp = B.namespace(dy)
         return xp.where(positive, dy, self.slope * dy)
@@ -261,7 +261,7 @@ class Sigmoid(Module):
         return y
 
     def backward(self, dy):
-        y = self.pop_cache()
+        (y,) = self.pop_cache()
         self.check_dy(dy, y.shape)
         return dy * y * (1.0 - y)
 
@@ -283,7 +283,7 @@ class Tanh(Module):
         return y
 
     def backward(self, dy):
-        y = self.pop_cache()
+        (y,) = self.pop_cache()
         self.check_dy(dy, y.shape)
         return dy * (1.0 - y * y)
 
@@ -303,7 +303,7 @@ class Softplus(Module):
         return softplus(x)
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.check_dy(dy, x.shape)
         return dy * sigmoid(x)
 
@@ -323,7 +323,7 @@ class Identity(Module):
         return x
 
     def backward(self, dy):
-        shape = self.pop_cache()
+        (shape,) = self.pop_cache()
         self.check_dy(dy, shape)
         return dy
 
@@ -365,7 +365,7 @@ class Dropout(Module):
         return x * scaled_mask
 
     def backward(self, dy):
-        scaled_mask = self.pop_cache()
+        (scaled_mask,) = self.pop_cache()
         self.check_dy(dy, scaled_mask.shape)
         return dy * scaled_mask
 
@@ -462,7 +462,7 @@ class Reshape(Module):
         return xp.reshape(x, (x.shape[0], *self.shape))
 
     def backward(self, dy):
-        shape = self.pop_cache()
+        (shape,) = self.pop_cache()
         xp = B.namespace(dy)
         self.check_dy(dy, (shape[0], *self.shape))
         return xp.reshape(dy, shape)
@@ -484,7 +484,7 @@ class Flatten(Module):
         return xp.reshape(x, (x.shape[0], -1))
 
     def backward(self, dy):
-        shape = self.pop_cache()
+        (shape,) = self.pop_cache()
         xp = B.namespace(dy)
         self.check_dy(dy, (shape[0], math.prod(shape[1:])))
         return xp.reshape(dy, shape)

@@ -132,10 +132,14 @@ class Module:
                 "waits for its backward. Call backward first (or clear_cache() to discard it); "
                 "to score two batches, run one forward on their concatenation."
             )
-        self._cache = values[0] if len(values) == 1 else values
+        self._cache = values
 
     def pop_cache(self):
-        """Take back what forward kept; a backward without a pending forward is an error."""
+        """Take back what forward kept, always as a tuple in the order saved.
+
+        ``self.save_cache(x)`` comes back as ``(x,) = self.pop_cache()``, ``save_cache(x, s)``
+        as ``x, s = self.pop_cache()``. A backward without a pending forward is an error.
+        """
         if self._cache is _EMPTY:
             why = (" The module is in eval mode, where forward keeps no cache: call .train() "
                    "before a forward you want to backpropagate." if not self.training else

@@ -54,7 +54,7 @@ class GaussianSample(Module):
         return mu + std * eps
 
     def backward(self, dz):
-        dz_dlogvar = self.pop_cache()
+        (dz_dlogvar,) = self.pop_cache()
         self.check_dy(dz, dz_dlogvar.shape, "dz")
         return dz, dz * dz_dlogvar
 
@@ -138,7 +138,7 @@ class SoftClamp(Module):
         return self.bound * t
 
     def backward(self, dy):
-        t = self.pop_cache()
+        (t,) = self.pop_cache()
         self.check_dy(dy, t.shape)
         return dy * (1.0 - t * t)
 

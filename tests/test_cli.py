@@ -140,7 +140,7 @@ def test_gradcheck_command_builtin_and_user_layer(tmp_path):
         "        self.save_cache(x)\n"
         "        return x * x * x\n"
         "    def backward(self, dy):\n"
-        "        x = self.pop_cache()\n"
+        "        (x,) = self.pop_cache()\n"
         "        return dy * 2 * x * x   # wrong: should be 3 x^2\n")
     proc = run(["gradcheck", "mylayer:Cube"], tmp_path, check=False)
     assert proc.returncode == 1
@@ -161,7 +161,7 @@ def test_gradcheck_command_catches_bugs_hidden_by_a_shared_seed(tmp_path):
         "        return 2 * dy * dy          # wrong: 2 * x * dy\n"
         "class Transposed(L.Linear):\n"
         "    def backward(self, dy):\n"
-        "        x = self.pop_cache()\n"
+        "        (x,) = self.pop_cache()\n"
         "        self.grads['W'] += dy.T @ x     # wrong: x.T @ dy\n"
         "        self.grads['b'] += B.namespace(dy).sum(dy, axis=0)\n"
         "        return dy @ self.params['W'].T\n"

@@ -595,7 +595,7 @@ def test_rng_is_keyword_only_and_accepted_arguments():
 class TransposedKernelGrad(C.Conv2d):
     """dW with the kernel's two axes swapped (a square kernel, so the shape is right)."""
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         dW = C.conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation)
         self.grads["W"] += xp.permute_dims(dW, (0, 1, 3, 2))
@@ -606,7 +606,7 @@ class TransposedKernelGrad(C.Conv2d):
 class InputGradIgnoresStride(C.Conv2d):
     """dx scattered with stride 1: the classic transposed-convolution slip."""
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += C.conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation)
         self.grads["b"] += xp.sum(dy, axis=(0, 2, 3))
@@ -616,7 +616,7 @@ class InputGradIgnoresStride(C.Conv2d):
 class InputGradFlipsKernel(C.Conv2d):
     """dx with the kernel flipped (confusing correlation with convolution)."""
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += C.conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation)
         self.grads["b"] += xp.sum(dy, axis=(0, 2, 3))
@@ -627,7 +627,7 @@ class InputGradFlipsKernel(C.Conv2d):
 class BiasGradFirstExampleOnly(C.Conv2d):
     """db summed over one example instead of the batch."""
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += C.conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation)
         self.grads["b"] += xp.sum(dy[0], axis=(1, 2))
@@ -637,7 +637,7 @@ class BiasGradFirstExampleOnly(C.Conv2d):
 class WeightGradOverwritten(C.Conv2d):
     """dW assigned instead of added."""
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] = C.conv2d_weight_grad(x, dy, self.kernel_size, self.stride, self.padding, self.dilation)
         self.grads["b"] += xp.sum(dy, axis=(0, 2, 3))

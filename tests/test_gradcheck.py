@@ -40,7 +40,7 @@ class BiasFirstRowOnly(L.Linear):
     """db takes the first example's dy instead of the sum over the batch."""
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.grads["W"] += x.T @ dy
         self.grads["b"] += dy[0, ...]                   # BUG: sum(dy, axis=0)
         return dy @ self.params["W"].T
@@ -50,7 +50,7 @@ class BiasMean(L.Linear):
     """db averages over the batch: 1/N of the right value."""
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += x.T @ dy
         self.grads["b"] += xp.mean(dy, axis=0)          # BUG: sum, not mean
@@ -61,7 +61,7 @@ class TransposedWeightGrad(L.Linear):
     """dW = dy.T @ x: the transpose of the right gradient (same shape only when W is square)."""
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += dy.T @ x                     # BUG: x.T @ dy
         self.grads["b"] += xp.sum(dy, axis=0)
@@ -72,7 +72,7 @@ class UntransposedWInDx(L.Linear):
     """dx = dy @ W: forgot the transpose (runs silently when W is square)."""
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += x.T @ dy
         self.grads["b"] += xp.sum(dy, axis=0)
@@ -95,7 +95,7 @@ class OverwrittenGrad(L.Linear):
     """grads["W"] = ...: discards whatever was accumulated (tied weights, two passes)."""
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] = x.T @ dy                      # BUG: += (and in place)
         self.grads["b"] += xp.sum(dy, axis=0)
@@ -110,7 +110,7 @@ class TanhWithoutDerivative(L.Tanh):
 
 class DropoutWithoutMask(L.Dropout):
     def backward(self, dy):
-        scaled_mask = self.pop_cache()
+        (scaled_mask,) = self.pop_cache()
         return dy                                       # BUG: dy * scaled_mask
 
 
@@ -434,7 +434,7 @@ def test_nondeterministic_forward_is_an_error(device):
 
 class ScaledWeightGrad(L.Linear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.grads["W"] += 1.01 * (x.T @ dy)            # BUG: 1% too big
         self.grads["b"] += B.namespace(dy).sum(dy, axis=0)
         return dy @ self.params["W"].T
@@ -550,7 +550,7 @@ class FiveSquare(L.Tanh):
         return 5.0 * x * x
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         return dy * 10.0 * x * 1.2                      # BUG: 20% too big
 
 

@@ -34,7 +34,7 @@ class Square(Module):
         return x * x
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         return 2 * dy * dy if self.bug else 2 * x * dy      # BUG: dy where x belongs
 
 
@@ -44,7 +44,7 @@ class SquareWrong(Square):
 
 class LinearTransposedDW(L.Linear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.grads["W"] += dy.T @ x                          # BUG: x.T @ dy
         self.grads["b"] += B.namespace(dy).sum(dy, axis=0)
         return dy @ self.params["W"].T
@@ -77,7 +77,7 @@ def test_checker_draws_are_independent_of_the_users_seed():
 
 class BiasMean(L.Linear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] += x.T @ dy
         self.grads["b"] += xp.mean(dy, axis=0)               # BUG: sum
@@ -125,7 +125,7 @@ def test_a_composite_block_with_attribute_children_is_checked(device):
 
 class TiedWrongSign(L.TiedLinear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.tied.grads["W"] += -(dy.T @ x)                # BUG: dy.T @ x
         self.grads["c"] += xp.sum(dy, axis=0)
@@ -194,7 +194,7 @@ class MaskInPlaceWrong(MaskInPlace):
 
 class TanhDyInPlace(L.Tanh):
     def backward(self, dy):
-        y = self.pop_cache()
+        (y,) = self.pop_cache()
         dy *= 1 - y * y                                 # BUG: overwrites the caller's dy
         return dy
 
@@ -255,7 +255,7 @@ class TanhFloat32Grad(L.Tanh):
 
 class LinearFloat32Grad(L.Linear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         self.grads["W"] = xp.astype(self.grads["W"] + x.T @ dy, xp.float32)   # BUG: float32
         self.grads["b"] += xp.sum(dy, axis=0)
@@ -290,7 +290,7 @@ class Float32Forward(Module):
         return xp.astype(xp.tanh(x), xp.float32)
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(x)
         return xp.astype(dy, x.dtype) * (1 - xp.tanh(x) ** 2)
 
@@ -310,7 +310,8 @@ class Exp(Module):
         return y
 
     def backward(self, dy):
-        return dy * self.pop_cache()
+        (y,) = self.pop_cache()
+        return dy * y
 
 
 def _penalty(factor):
@@ -369,7 +370,7 @@ class RowMax(Module):
         return xp.max(x, axis=1, keepdims=True)
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(x)
         is_max = x == xp.max(x, axis=1, keepdims=True)
         first = is_max & (xp.cumulative_sum(xp.astype(is_max, x.dtype), axis=1) == 1)
@@ -395,7 +396,7 @@ class OneWrongEntry(L.Linear):
     where = (0, 0)
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         xp = B.namespace(dy)
         g = x.T @ dy
         fix = xp.zeros(g.shape, dtype=g.dtype)
@@ -508,7 +509,7 @@ class Sqrt(Module):
         return B.namespace(x).sqrt(x)
 
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         return dy * self.half / B.namespace(x).sqrt(x)
 
 
@@ -525,7 +526,7 @@ def test_a_step_that_leaves_the_domain_is_not_an_ok(device):
 
 class LinearNoReturn(L.Linear):
     def backward(self, dy):
-        x = self.pop_cache()
+        (x,) = self.pop_cache()
         self.grads["W"] += x.T @ dy
         self.grads["b"] += B.namespace(dy).sum(dy, axis=0)
         dx = dy @ self.params["W"].T                    # BUG: never returned
@@ -619,7 +620,8 @@ class SinScaled(Module):
         return B.namespace(x).sin(x)
 
     def backward(self, dy):
-        return dy * B.namespace(dy).cos(self.pop_cache()) * self.factor
+        (x,) = self.pop_cache()
+        return dy * B.namespace(dy).cos(x) * self.factor
 
 
 class SinWrong(SinScaled):
@@ -694,7 +696,7 @@ def test_a_parameter_that_is_a_view_of_another_fails():
             return x @ self.params["W"] @ self.params["Wt"]
 
         def backward(self, dy):
-            x = self.pop_cache()
+            (x,) = self.pop_cache()
             self.grads["W"] += x.T @ dy @ self.params["Wt"].T
             self.grads["Wt"] += (x @ self.params["W"]).T @ dy
             return dy @ self.params["Wt"].T @ self.params["W"].T
