@@ -29,7 +29,7 @@ from scratchae.train import fit  # noqa: E402
 
 def measure(kind, device, steps, binarize):
     args = cli.build_parser().parse_args(["train", kind, "--device", device, "--quiet"])
-    model, _ = cli._build(args)
+    model, _ = cli._build(cli._new_settings(args))
     batch = cli.RECIPES[kind]["batch_size"]
     n = batch * steps
     x = np.random.default_rng(0).random((n, 784)).astype("float32")

@@ -18,7 +18,7 @@ Where :func:`load_dataset` looks, in order
    :data:`MIRRORS`, each checked against its SHA-256 in :data:`CHECKSUMS` before it is
    kept.
 5. For MNIST only: the subset shipped in the package (5,000 train / 1,000 test
-   images), with one line on stderr saying so.
+   images), with one line on stderr saying so. ``data="bundled"`` asks for it directly.
 
 Everything that goes wrong raises :class:`DataError` with one line saying what and
 where.
@@ -45,7 +45,7 @@ from .backend import host as np
 __all__ = [
     "Dataset", "DataError", "load_dataset", "preprocess", "batches", "download_dataset",
     "read_idx", "parse_idx", "cache_dir", "DATASETS", "FILES", "MIRRORS", "CHECKSUMS",
-    "ENV_VAR", "SUBSET_RESOURCE",
+    "ENV_VAR", "SUBSET_RESOURCE", "SUBSET_SOURCE", "subset_note", "checksum",
 ]
 
 
@@ -93,6 +93,9 @@ CHECKSUMS = {
 
 ENV_VAR = "SCRATCHAE_DATA"
 
+#: ``Dataset.source`` of the bundled subset; ``load_dataset(data="bundled")`` loads it
+SUBSET_SOURCE = "bundled subset"
+
 #: the MNIST subset inside the package (made by benchmarks/make_mnist_subset.py)
 SUBSET_RESOURCE = ("_data", "mnist_subset.npz")
 
@@ -117,7 +120,7 @@ class Dataset:
 
     @property
     def is_subset(self) -> bool:
-        return self.source == "bundled subset"
+        return self.source == SUBSET_SOURCE
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, {len(self.x_train)} train / {len(self.x_test)} test, "
@@ -240,6 +243,12 @@ def _load_idx_dir(name: str, paths: dict, where: str) -> dict:
 
 
 def _load_npz(path: pathlib.Path) -> dict:
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith(b"PK") and not head.startswith(b"\x93NUMPY"):
+        what = "an empty file" if not head else "neither a zip archive nor a .npy array"
+        raise DataError(f"{path}: not an .npz file ({what}); expected an .npz with "
+                        f"{', '.join(_KEYS)}, or a folder with the four IDX .gz files")
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
@@ -396,7 +405,7 @@ def _bundled_subset() -> Dataset:
         raise DataError(f"the bundled MNIST subset ({'/'.join(SUBSET_RESOURCE)}) is missing or "
                         f"unreadable ({type(err).__name__}: {err}); reinstall scratchae or pass "
                         "--data PATH") from None
-    return Dataset("mnist", **_check_arrays(arrays, "bundled subset"), source="bundled subset")
+    return Dataset("mnist", **_check_arrays(arrays, "bundled subset"), source=SUBSET_SOURCE)
 
 
 def load_dataset(name: str = "mnist", data=None, download: bool = True,
@@ -410,6 +419,8 @@ def load_dataset(name: str = "mnist", data=None, download: bool = True,
     """
     name = _check_name(name)
     pretty = _PRETTY[name]
+    if data in (SUBSET_SOURCE, "bundled") and name == "mnist":
+        return _bundled_subset()
     if data is not None:
         path = pathlib.Path(data).expanduser()
         if not path.exists():
@@ -449,11 +460,25 @@ def load_dataset(name: str = "mnist", data=None, download: bool = True,
         raise DataError(f"{pretty} not found ({failure}); {how}")
     ds = _bundled_subset()
     if not quiet:
-        short = "download is off" if not download else "the download failed"
-        print(f"scratchae: MNIST not found and {short}: using the bundled subset of "
-              f"{len(ds.x_train)} train / {len(ds.x_test)} test images "
-              f"(for the full data pass --data PATH or set ${ENV_VAR})", file=sys.stderr)
+        print(f"scratchae: {subset_note(ds)}", file=sys.stderr)
     return ds
+
+
+def subset_note(ds: Dataset) -> str:
+    """One line on the bundled subset: what is used and how to get full MNIST."""
+    return (f"using the bundled MNIST subset ({len(ds.x_train)} train / {len(ds.x_test)} test "
+            f"images); for full MNIST pass --data mnist.npz (or a folder with the IDX .gz files), "
+            f"set ${ENV_VAR}, or let scratchae download it once into {cache_dir('mnist')}")
+
+
+def checksum(ds: Dataset) -> str:
+    """sha256 of the four arrays (shapes, dtypes and bytes): the same data from any file."""
+    h = hashlib.sha256()
+    for key in _KEYS:
+        a = np.ascontiguousarray(getattr(ds, key))
+        h.update(f"{key}{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 # --- preprocessing and batching ---------------------------------------------------

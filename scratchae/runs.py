@@ -3,11 +3,49 @@ config and history. Built on :mod:`scratchae.checkpoint` (plain arrays + JSON, n
 written atomically)."""
 from __future__ import annotations
 
+import os
+import time
+
 from . import backend as B
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .models import build_model
 
-__all__ = ["save_run", "load_run"]
+__all__ = ["save_run", "load_run", "CHECKPOINT", "METRICS", "holds_run", "new_run_folder",
+           "checkpoint_path"]
+
+#: the file names of a run folder: the checkpoint and the per-epoch metrics
+CHECKPOINT, METRICS = "checkpoint.npz", "metrics.json"
+
+
+def holds_run(folder) -> bool:
+    """True when ``folder`` already holds a run (its checkpoint or its metrics)."""
+    return any(os.path.exists(os.path.join(folder, name)) for name in (CHECKPOINT, METRICS))
+
+
+def new_run_folder(model: str, root="runs", now=None) -> str:
+    """A folder name no run uses yet: ``runs/<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ...
+    appended when that name is taken). Nothing is created."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = os.path.join(root, f"{model}-{stamp}")
+    path, k = base, 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+def checkpoint_path(path) -> str:
+    """A run's checkpoint from a path to it or to its folder; CheckpointError when neither."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, CHECKPOINT)
+        if os.path.isfile(inside):
+            return inside
+        raise CheckpointError(f"{path} is a folder with no {CHECKPOINT}: give a run's checkpoint "
+                              f"(e.g. runs/vae-.../{CHECKPOINT}) or its folder")
+    if not os.path.exists(path):
+        raise CheckpointError(f"no such checkpoint: {path}")
+    return path
 
 
 def save_run(path, model, *, rngs: dict, history: list, settings: dict) -> str:
@@ -36,6 +74,7 @@ def load_run(path, device="cpu", dtype=None):
     state restored, so training resumes exactly where it stopped. Any checkpoint loads on
     any device (arrays are stored on the host, generator states as JSON).
     """
+    path = checkpoint_path(path)
     with B.resolve(device).context():      # cuda:N: every array made on GPU N
         return _load_run(path, device, dtype)
 

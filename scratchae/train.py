@@ -26,7 +26,8 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
     seed : seeds the shuffling (and dynamic binarisation) generator when ``shuffle_rng``
         is not given. Same seed, same data, same model: a bitwise-identical history on
         NumPy (the ``seconds`` entries aside).
-    progress : tqdm bar; default on only when stderr is a terminal.
+    progress : one tqdm bar over the whole run (every step of every epoch, with the ETA);
+        default on only when stderr is a terminal.
     check_every : steps between NaN/Inf checks of the running loss terms (each check
         reads the device; default 1 on NumPy, 50 elsewhere). A non-finite term raises
         :class:`TrainingDiverged` naming it.
@@ -59,16 +60,20 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
         checked_before, model.check_values = model.check_values, False
         n = X.shape[0]
         steps = n // batch_size + (1 if n % batch_size else 0)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps * epochs, desc="training", unit="step", leave=False,
+                       file=sys.stderr, dynamic_ncols=True)
+        last = start_epoch + epochs
         try:
-            for epoch in range(start_epoch, start_epoch + epochs):
+            for epoch in range(start_epoch, last):
                 model.train()
                 t0 = time.perf_counter()
                 order = rng.permutation(n)
                 sums, seen = {}, 0
-                bar = None
-                if progress:
-                    from tqdm.auto import tqdm
-                    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr)
+                if bar is not None:
+                    bar.set_description(f"epoch {epoch + 1}/{last}")
                 for step in range(steps):
                     idx_host = order[step * batch_size:(step + 1) * batch_size]
                     idx = backend.asarray(idx_host, "int64")
@@ -87,27 +92,31 @@ def fit(model, x_train, y_train=None, *, epochs=10, batch_size=128, seed=0, x_te
                             bar.set_postfix(loss=f"{B.to_scalar(sums['loss']) / seen:.3f}")
                     if bar is not None:
                         bar.update(1)
-                if bar is not None:
-                    bar.close()
                 B.synchronize(backend)
                 record = {"epoch": epoch + 1}
                 record.update({f"train_{k}": B.to_scalar(v) / seen for k, v in sums.items()})
                 if x_test is not None:
                     test = evaluate(model, x_test, y_test)
                     record.update({f"test_{k}": v for k, v in test.items()})
+                _guard({k: v for k, v in record.items() if k != "epoch"}, epoch, steps - 1,
+                       "at the end of")
                 record["seconds"] = time.perf_counter() - t0
                 history.append(record)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
         finally:
             model.check_values = checked_before
+            if bar is not None:
+                bar.close()
         return history
 
 
-def _guard(sums, epoch, step):
+def _guard(sums, epoch, step, where=None):
     for k, v in sums.items():
         value = B.to_scalar(v)
         if not math.isfinite(value):
+            when = (f"{where} epoch {epoch + 1}" if where else
+                    f"at epoch {epoch + 1}, step {step + 1}")
             raise TrainingDiverged(
-                f"training diverged at epoch {epoch + 1}, step {step + 1}: loss term '{k}' is "
-                f"{value}. Lower the learning rate, or check the data (pixels scaled to [0, 1]?)")
+                f"training diverged {when}: loss term '{k}' is {value}. Lower the learning "
+                "rate, or check the data (pixels scaled to [0, 1]?)")

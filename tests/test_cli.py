@@ -47,8 +47,10 @@ def test_train_writes_checkpoint_metrics_and_figures(vae_run):
 def test_fallback_to_bundled_subset_says_so_in_one_line(tmp_path):
     proc = run(["train", "ae", "--out", "r", "--epochs", "1", "--limit", "256", "--hidden", "16",
                 "--no-figures"], tmp_path)
-    lines = [l for l in proc.stderr.splitlines() if "using the bundled subset" in l]
+    lines = [l for l in proc.stderr.splitlines() if "bundled MNIST subset" in l]
     assert len(lines) == 1, proc.stderr
+    assert "--data" in lines[0]                            # how to get the full data
+    assert "fail" not in proc.stderr.lower() and "not found" not in proc.stderr.lower()
 
 
 def test_evaluate_and_sample(vae_run):
@@ -59,8 +61,10 @@ def test_evaluate_and_sample(vae_run):
     assert result["model"] == "vae"
     assert np.isfinite(result["test"]["loss"])
     # IWAE_20 bounds log p(x) at least as tightly as the ELBO (on the same examples, up to noise)
-    assert result["test_iwae_20_nll"] < result["test"]["loss"] + 5.0
-    assert 0.0 <= result["linear_probe_accuracy"] <= 1.0
+    assert result["iwae"] == {"k": 20, "examples": 20, "nll": result["iwae"]["nll"]}
+    assert result["iwae"]["nll"] < result["test"]["loss"] + 5.0
+    assert "nats per example" in result["units"]["losses"]
+    assert 0.0 <= result["linear_probe"]["accuracy"] <= 1.0
     proc = run(["sample", "run/checkpoint.npz", "--n", "16", "--out", "s.png"], tmp)
     assert (tmp / "s.png").stat().st_size > 500
 
@@ -119,7 +123,7 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(kind, tmp_path, m
     common = ["--limit", "300", "--hidden", "16", "--latent-dim", "2", "--quiet", "--no-figures"]
     assert cli.main(["train", kind, "--epochs", "2", "--out", "full", *common]) == 0
     assert cli.main(["train", kind, "--epochs", "1", "--out", "half", *common]) == 0
-    assert cli.main(["train", kind, "--epochs", "1", "--out", "resumed",
+    assert cli.main(["train", kind, "--epochs", "2", "--out", "resumed",     # 2 in all
                      "--resume", "half/checkpoint.npz", *common]) == 0
     full, resumed = _history("full/metrics.json"), _history("resumed/metrics.json")
     assert len(full) == len(resumed) == 2
@@ -187,7 +191,7 @@ def test_gradcheck_command_errors_are_one_line(tmp_path):
     for args in (["gradcheck", "broken:Broken"], ["gradcheck", "--shape", "4,x"], ["gradcheck", "--shape", "4"]):
         proc = run(args, tmp_path, check=False)
         assert proc.returncode == 2, proc.stderr
-        assert "Traceback" not in proc.stderr and proc.stderr.startswith("scratchae: error:")
+        assert "Traceback" not in proc.stderr and proc.stderr.startswith("scratchae gradcheck: error:")
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -208,7 +212,7 @@ def test_arch_conv_trains_resumes_evaluates_and_samples(kind, tmp_path, monkeypa
     assert model.config["sizes"] == [784, 20] and model.config["image_shape"] == [1, 28, 28]
     names = [type(m).__name__ for m in model.encoder]
     assert names[:3] == ["Reshape", "Conv2d", "ReLU"] and "ConvTranspose2d" in [type(m).__name__ for m in model.decoder]
-    assert cli.main(["train", kind, "--epochs", "1", "--out", "a", "--resume", "a/checkpoint.npz",
+    assert cli.main(["train", kind, "--epochs", "2", "--out", "a", "--resume", "a/checkpoint.npz",
                      "--limit", "256", "--quiet", "--no-figures"]) == 0
     assert len(json.loads(pathlib.Path("a/metrics.json").read_text())["epochs"]) == 2
     assert cli.main(["evaluate", "a/checkpoint.npz", "--iwae-k", "4", "--iwae-examples", "20",
