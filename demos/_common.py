@@ -20,8 +20,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from scratchae import backend as B  # noqa: E402
 from scratchae.data import DataError, load_dataset, preprocess  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def parser(name: str, doc: str, epochs: int | None = None, data: bool = True,
            out: bool = True) -> argparse.ArgumentParser:
@@ -38,8 +36,10 @@ def parser(name: str, doc: str, epochs: int | None = None, data: bool = True,
         p.add_argument("--epochs", type=positive, default=epochs, help=f"default {epochs}")
     p.add_argument("--seed", type=int, default=0)
     if out:
-        default = os.path.join(HERE, "out", name)
-        p.add_argument("--out", default=default, help=f"figure folder (default {rel(default)})")
+        # in the folder the demo is run from, not in the clone (resolved now, shown in --help)
+        default = os.path.join(os.getcwd(), "out", name)
+        p.add_argument("--out", default=default,
+                       help=f"figure folder (default out/{name} in the current folder: {default})")
     return p
 
 

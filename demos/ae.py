@@ -59,9 +59,13 @@ def main(args):
     print("figures: " + ", ".join(_common.rel(p) for p in paths))
 
 
-def plot_tied_vs_untied(results, path):
+def tied_vs_untied_figure(results):
+    """Test (solid) and train (dashed) BCE per epoch of both models, on a log y-axis that
+    shows every point: the first epochs are several times the last ones, and the gap between
+    the two models late in training is a few per cent."""
     plt = _common.pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
     for (name, (model, history, _)), color in zip(results.items(), ("C0", "C1")):
         epochs = [h["epoch"] for h in history]
         label = f"{name} ({model.num_parameters() / 1e3:.0f}k params)"
@@ -69,13 +73,22 @@ def plot_tied_vs_untied(results, path):
                 label=f"{label}, test")
         ax.plot(epochs, [h["train_recon"] for h in history], "--", color=color,
                 label=f"{name}, train")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_locator(LogLocator(subs="all"))
+    ax.yaxis.set_minor_formatter("")
+    ax.margins(y=0.05)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("BCE (nats per example)")
+    ax.set_ylabel("BCE (nats per example, log scale)")
     ax.set_title("tied vs untied autoencoder, same budget", fontsize=10)
-    lo = min(h["test_recon"] for _, hist, _ in results.values() for h in hist)
-    ax.set_ylim(lo * 0.95, lo * 1.6)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    return fig
+
+
+def plot_tied_vs_untied(results, path):
+    plt = _common.pyplot()
+    fig = tied_vs_untied_figure(results)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
