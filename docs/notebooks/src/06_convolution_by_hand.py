@@ -1,0 +1,432 @@
+# %% [markdown]
+r"""
+# 6. Convolution by hand
+
+**What this notebook teaches.** The 2-D convolution of `scratchae.layers.Conv2d` (and the
+reference functions in `scratchae/conv.py`) from a naive loop to its fast form and its
+backward:
+
+1. the forward as a naive loop over output positions, then as a **sum of shifted matmuls
+   over the kernel offsets**, both against the library's `conv2d`, and timed;
+2. the backward: $dx$ is a **transposed convolution** (each offset's matmul transposed and
+   scatter-added back where it read), $dW$ a correlation of the input with $dy$, $db$ a sum;
+   each derived with shapes, coded, compared with a naive loop and the library, and the
+   adjoint identity $\langle\operatorname{conv}(x), dy\rangle = \langle x, \operatorname{conv}^\top(dy)\rangle$;
+3. a `Conv2d` of our own, checked with `check_layer`, the library's `Conv2d` and
+   `ConvTranspose2d` checked too, and a classic mistake (the "textbook" $dx$ without the
+   kernel flip) failing;
+4. what a stride that skips input rows does to the gradient.
+
+**How to run it.** Locally, from a clone of the repository: `pip install -e ".[dev]"`,
+then open `docs/notebooks/` in VS Code (the dev extra has the kernel) or Jupyter (`pip install jupyterlab`, `jupyter lab`) and run all cells (a few
+seconds). On Colab: open the notebook, run the first code cell (it installs scratchae when it
+is not importable; set `SOURCE` there to your clone's git URL), then run all. Every random
+number comes from a seeded `scratchae.backend.Generator`.
+
+Background: [`docs/conv.md`](../conv.md) (these derivations as text).
+"""
+
+# %%
+# Install scratchae only where it is not importable yet (Colab, a bare kernel).
+# A no-op after `pip install -e ".[dev]"`.
+import importlib.util, pathlib, subprocess, sys
+
+if importlib.util.find_spec("scratchae") is None:
+    here = pathlib.Path.cwd().resolve()
+    clone = next((p for p in (here, *here.parents)
+                  if (p / "setup.cfg").is_file() and (p / "scratchae").is_dir()), None)
+    SOURCE = str(clone) if clone else "git+https://github.com/<owner>/scratchae.git"  # your clone's URL
+    if "<owner>" in SOURCE:
+        raise RuntimeError("scratchae is not installed: set SOURCE above to the git URL of the repository")
+    spec = f"scratchae[plots] @ {SOURCE}" if SOURCE.startswith("git+") else f"{SOURCE}[plots]"
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+    importlib.invalidate_caches()
+
+# %%
+import inspect
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from scratchae import Module
+from scratchae import backend as B
+from scratchae.conv import conv2d, conv2d_input_grad, conv2d_output_hw, conv2d_weight_grad
+from scratchae.data import load_dataset
+from scratchae.gradcheck import FAILED, check_layer
+from scratchae.layers import Conv2d, ConvTranspose2d
+
+threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
+
+
+def docstring_block(obj, start="Backward", stop=None):
+    """Print the block of obj's docstring that starts at the line beginning with `start`:
+    up to the line beginning with `stop`, or else to the end of the indented code after it."""
+    lines = inspect.getdoc(obj).splitlines()
+    i = next(k for k, line in enumerate(lines) if line.lstrip().startswith(start))
+    out, seen_code = [lines[i]], False
+    for line in lines[i + 1:]:
+        if stop is not None:
+            if line.lstrip().startswith(stop):
+                break
+        elif line.startswith("    "):
+            seen_code = True
+        elif line.strip() and seen_code:
+            break
+        out.append(line)
+    print(f"{obj.__module__}.{obj.__qualname__}:\n" + "\n".join(out).rstrip())
+
+
+def pad(x, p):
+    """x (N, C, H, W) with p zero rows above and below and p zero columns left and right."""
+    return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+# %% [markdown]
+r"""
+## The forward
+
+Images are NCHW: $x$ `(N, C_in, H, W)`, $W$ `(C_out, C_in, k, k)` (PyTorch's layout),
+$b$ `(C_out,)`, $y$ `(N, C_out, H_out, W_out)`. With $\bar x$ the input padded with $p$
+zeros on each side and stride $s$, the convolution (a cross-correlation: the kernel is not
+flipped, as in every deep-learning library) is
+
+$$
+y_{n,o,h,w} = b_o + \sum_{c}\sum_{i<k}\sum_{j<k} W_{o,c,i,j}\;\bar x_{n,\,c,\,hs + i,\,ws + j},
+\qquad
+H_{out} = \Bigl\lfloor\frac{H + 2p - k}{s}\Bigr\rfloor + 1 .
+$$
+
+(The library also has a dilation $d$: tap $i$ reads row $hs + id$, and $k$ becomes
+$d(k-1) + 1$ in the size formula. We keep $d = 1$ here.) The most literal code is a loop over
+the output positions, one window each:
+"""
+
+# %%
+def conv2d_naive(x, W, s=1, p=0):
+    """y[n, o, h, w] = sum over c, i, j of W[o, c, i, j] * xpad[n, c, h*s + i, w*s + j] (no bias)."""
+    N, C, H, Wd = x.shape
+    O, _, k, _ = W.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
+    xpad = pad(x, p)
+    y = np.zeros((N, O, Ho, Wo))
+    for n in range(N):
+        for o in range(O):
+            for h in range(Ho):
+                for w in range(Wo):
+                    y[n, o, h, w] = np.sum(W[o] * xpad[n, :, h * s:h * s + k, w * s:w * s + k])
+    return y
+
+# %% [markdown]
+r"""
+### As a sum of shifted matmuls
+
+Fix one kernel offset $(i, j)$. The entries of $\bar x$ it meets, over all output positions,
+form a strided slice with the output's spatial shape,
+
+$$
+X^{(ij)}_{n,c,h,w} = \bar x_{n,\,c,\,i + hs,\,j + ws}\qquad\text{(N, C\_in, H\_out, W\_out)},
+$$
+
+`xpad[:, :, i : i + s*(H_out-1) + 1 : s, j : j + s*(W_out-1) + 1 : s]`. Offset $(i, j)$
+contributes $\sum_c W_{o,c,i,j}X^{(ij)}_{n,c,h,w}$: at every position, the `(C_out, C_in)`
+matrix $W_{:,:,i,j}$ times the $C_{in}$ channels. With the $L = H_{out}W_{out}$ positions
+flattened, one matmul per offset, and $k^2$ of them in all:
+
+$$
+\underbrace{y}_{(N,\,C_{out},\,L)} = b + \sum_{i,j}\ \underbrace{W_{:,:,i,j}}_{(C_{out},\,C_{in})}\ \underbrace{X^{(ij)}}_{(N,\,C_{in},\,L)} .
+$$
+
+(im2col stacks the $k^2$ slices into one `(N, C_in k^2, L)` array and does the same sum as
+one big matmul: equal up to rounding; it is the library's fast path.)
+"""
+
+# %%
+def taps(xpad, k, s, out_hw):
+    """For each kernel offset (i, j): the slice of xpad it reads at every output position."""
+    Ho, Wo = out_hw
+    for i in range(k):
+        for j in range(k):
+            yield i, j, (slice(None), slice(None), slice(i, i + s * (Ho - 1) + 1, s), slice(j, j + s * (Wo - 1) + 1, s))
+
+
+def conv2d_shifted(x, W, s=1, p=0):
+    N, C, H, Wd = x.shape
+    O, _, k, _ = W.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
+    xpad = pad(x, p)
+    y = np.zeros((N, O, Ho * Wo))
+    for i, j, tap in taps(xpad, k, s, (Ho, Wo)):
+        y += W[:, :, i, j] @ xpad[tap].reshape(N, C, Ho * Wo)      # (O, C) @ (N, C, L) -> (N, O, L)
+    return y.reshape(N, O, Ho, Wo)
+
+
+g = B.Generator(0)
+x = g.normal((2, 3, 9, 8), "float64")
+W = g.normal((4, 3, 3, 3), "float64")
+for s, p in ((1, 0), (2, 1), (3, 2)):
+    y_naive, y_shift = conv2d_naive(x, W, s, p), conv2d_shifted(x, W, s, p)
+    y_lib = conv2d(x, W, stride=s, padding=p)
+    np.testing.assert_allclose(y_shift, y_naive, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y_lib, y_naive, rtol=1e-12, atol=1e-12)
+    print(f"stride {s}, padding {p}: y {y_naive.shape} = conv2d_output_hw -> {conv2d_output_hw((9, 8), 3, s, p)}; "
+          "naive == shifted == scratchae.conv.conv2d")
+
+# %% [markdown]
+r"""
+The same arithmetic, very different speed: on a batch of 16 MNIST digits through a
+1 -> 8 channel, 3x3, padding-1 convolution, the naive loop runs $16\cdot8\cdot28\cdot28 = 100{,}352$
+small Python-level window sums; the shifted form runs 9 matmuls.
+"""
+
+# %%
+ds = load_dataset("mnist", data="bundled")
+digits = ds.x_test[:16, None].astype("float64") / 255.0           # (16, 1, 28, 28)
+W8 = B.Generator(1).normal((8, 1, 3, 3), "float64")
+
+
+def timed(f, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = f()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+y_naive, t_naive = timed(lambda: conv2d_naive(digits, W8, 1, 1), 1)
+y_shift, t_shift = timed(lambda: conv2d_shifted(digits, W8, 1, 1), 5)
+y_lib, t_lib = timed(lambda: conv2d(digits, W8, stride=1, padding=1), 5)
+np.testing.assert_allclose(y_shift, y_naive, atol=1e-12)
+np.testing.assert_allclose(y_lib, y_naive, atol=1e-12)
+print(f"{'naive loop':22s} {1e3 * t_naive:8.2f} ms")
+for name, t in (("shifted matmuls", t_shift), ("scratchae.conv.conv2d", t_lib)):
+    print(f"{name:22s} {1e3 * t:8.2f} ms   ({t_naive / t:.0f}x faster than the loop)")
+
+# %% [markdown]
+r"""
+## The backward
+
+$y$ is linear in $x$ and in $W$. Write the forward as three linear maps applied to $x$: $P$
+pads, $S_{ij}$ takes offset $(i, j)$'s strided slice, $W_{:,:,i,j}$ mixes the channels:
+
+$$
+y = b + \sum_{i,j} W_{:,:,i,j}\,S_{ij}\,P\,x .
+$$
+
+**$dx$: the transposed convolution.** Transposing each map and reversing the order,
+
+$$
+\underbrace{dx}_{(N,\,C_{in},\,H,\,W)} = P^\top\sum_{i,j}S_{ij}^\top\Bigl(\underbrace{W_{:,:,i,j}^\top}_{(C_{in},\,C_{out})}\ \underbrace{dy}_{(N,\,C_{out},\,L)}\Bigr):
+$$
+
+$W_{:,:,i,j}^\top dy$ maps the channels back; $S_{ij}^\top$ puts an array of the slice's shape
+back where the slice came from (zeros elsewhere): a **scatter-add** into a zero `dxpad`,
+`dxpad[tap] += ...`, on the very slice the forward read; $P^\top$ crops the padding off
+(what lands there is the gradient of zeros that are not inputs). In entries: every output
+that read $\bar x_{n,c,r,q}$ sends its $dy$ back through the weight it used. This map
+$dy\mapsto dx$ is the transpose of the convolution's matrix, hence *transposed convolution*;
+it is also `ConvTranspose2d`'s forward.
+
+**$dW$: a correlation of the input with $dy$.** Offset $(i, j)$'s matmul
+$W_{:,:,i,j}X^{(ij)}$ has, like a Linear, the gradient $dy\,X^{(ij)\top}$ with respect to
+$W_{:,:,i,j}$, summed over the batch and the $L$ positions:
+
+$$
+\underbrace{dW_{:,:,i,j}}_{(C_{out},\,C_{in})} = \sum_{n}\sum_{L}\underbrace{dy_{n}}_{(C_{out},\,L)}\underbrace{X^{(ij)\top}_{n}}_{(L,\,C_{in})}
+= \texttt{tensordot(dy, x\_tap, axes=([0, 2], [0, 2]))} .
+$$
+
+**$db$.** The bias is broadcast over $N$, $H_{out}$, $W_{out}$: $db_o = \sum_{n,h,w}dy_{n,o,h,w}$,
+shape `(C_out,)`.
+
+The naive loop's backward is the forward loop with each multiply-add transposed: the window
+that produced $y_{n,o,h,w}$ receives $W_o\,dy_{n,o,h,w}$, and $W_o$ receives the window times
+$dy_{n,o,h,w}$.
+"""
+
+# %%
+def conv2d_backward_naive(x, W, dy, s=1, p=0):
+    """(dx, dW, db) of y = conv2d_naive(x, W, s, p) + b, one window at a time."""
+    N, C, H, Wd = x.shape
+    O, _, k, _ = W.shape
+    _, _, Ho, Wo = dy.shape
+    xpad = pad(x, p)
+    dxpad, dW = np.zeros_like(xpad), np.zeros_like(W)
+    for n in range(N):
+        for o in range(O):
+            for h in range(Ho):
+                for w in range(Wo):
+                    window = (n, slice(None), slice(h * s, h * s + k), slice(w * s, w * s + k))
+                    dxpad[window] += W[o] * dy[n, o, h, w]
+                    dW[o] += xpad[window] * dy[n, o, h, w]
+    return dxpad[:, :, p:p + H, p:p + Wd], dW, dy.sum(axis=(0, 2, 3))
+
+
+def conv2d_input_grad_shifted(dy, W, x_hw, s=1, p=0):
+    """dx: each offset's matmul transposed and scatter-added back into the slice it read."""
+    N, O, Ho, Wo = dy.shape
+    _, C, k, _ = W.shape
+    H, Wd = x_hw
+    dxpad = np.zeros((N, C, H + 2 * p, Wd + 2 * p))
+    dy_rows = dy.reshape(N, O, Ho * Wo)
+    for i, j, tap in taps(dxpad, k, s, (Ho, Wo)):
+        dxpad[tap] += (W[:, :, i, j].T @ dy_rows).reshape(N, C, Ho, Wo)   # (C, O) @ (N, O, L)
+    return dxpad[:, :, p:p + H, p:p + Wd]
+
+
+def conv2d_weight_grad_shifted(x, dy, k, s=1, p=0):
+    """dW[:, :, i, j] = sum over the batch and the positions of dy times offset (i, j)'s slice."""
+    N, C, _, _ = x.shape
+    _, O, Ho, Wo = dy.shape
+    xpad = pad(x, p)
+    dW = np.zeros((O, C, k, k))
+    for i, j, tap in taps(xpad, k, s, (Ho, Wo)):
+        dW[:, :, i, j] = np.tensordot(dy.reshape(N, O, -1), xpad[tap].reshape(N, C, -1), axes=([0, 2], [0, 2]))
+    return dW
+
+
+for s, p in ((1, 0), (2, 1), (3, 2)):
+    dy = B.Generator(2).normal(conv2d_naive(x, W, s, p).shape, "float64")
+    dx_n, dW_n, db_n = conv2d_backward_naive(x, W, dy, s, p)
+    np.testing.assert_allclose(conv2d_input_grad_shifted(dy, W, (9, 8), s, p), dx_n, atol=1e-12)
+    np.testing.assert_allclose(conv2d_weight_grad_shifted(x, dy, 3, s, p), dW_n, atol=1e-12)
+    np.testing.assert_allclose(conv2d_input_grad(dy, W, (9, 8), stride=s, padding=p), dx_n, atol=1e-12)
+    np.testing.assert_allclose(conv2d_weight_grad(x, dy, 3, stride=s, padding=p), dW_n, atol=1e-12)
+    # the adjoint identity: <conv(x), dy> = <x, conv^T(dy)>, the definition of the transpose
+    lhs, rhs = np.sum(conv2d_shifted(x, W, s, p) * dy), np.sum(x * dx_n)
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+    print(f"stride {s}, padding {p}: naive == shifted == scratchae.conv for dx and dW; "
+          f"<conv(x), dy> = {lhs:.6f} = <x, conv^T(dy)>")
+docstring_block(conv2d_input_grad, start="Each offset's forward matmul", stop="Input rows no window")
+
+# %% [markdown]
+r"""
+## A `Conv2d` of our own, checked
+
+Our two functions make a layer. `check_layer` compares $dx$, $dW$ and $db$ with finite
+differences entry by entry (float64, a small input: every array has fewer than 2048
+entries).
+"""
+
+# %%
+class MyConv2d(Module):
+    """y = conv2d(x, W, s, p) + b.  x (N, C_in, H, W), W (C_out, C_in, k, k), b (C_out,).  Cache: x."""
+
+    def __init__(self, c_in, c_out, k, s, p, rng, dtype="float64"):
+        super().__init__()
+        self.k, self.s, self.p = k, s, p
+        bound = 1.0 / np.sqrt(c_in * k * k)
+        self.add_param("W", rng.uniform((c_out, c_in, k, k), -bound, bound, dtype))
+        self.add_param("b", rng.uniform((c_out,), -bound, bound, dtype))
+
+    def forward(self, x):
+        self.save_cache(x)
+        return conv2d_shifted(x, self.params["W"], self.s, self.p) + self.params["b"][:, None, None]
+
+    def backward(self, dy):
+        (x,) = self.pop_cache()
+        self.grads["W"] += conv2d_weight_grad_shifted(x, dy, self.k, self.s, self.p)
+        self.grads["b"] += np.sum(dy, axis=(0, 2, 3))
+        return conv2d_input_grad_shifted(dy, self.params["W"], x.shape[2:], self.s, self.p)
+
+
+xc = B.Generator(3).normal((2, 2, 7, 6), "float64")
+report = check_layer(MyConv2d(2, 3, 3, 2, 1, B.Generator(4)), xc)
+print(report, "\n")
+assert report.passed
+
+docstring_block(Conv2d)
+for layer in (Conv2d(2, 3, 3, stride=2, padding=1, rng=B.Generator(4), dtype="float64"),
+              ConvTranspose2d(2, 3, 4, stride=2, padding=1, rng=B.Generator(5), dtype="float64")):
+    report = check_layer(layer, xc)
+    print(report.headline())
+    assert report.passed
+docstring_block(ConvTranspose2d)
+
+# %% [markdown]
+r"""
+`ConvTranspose2d`'s forward is `conv2d_input_grad` and its backward's $dx$ is `conv2d`: the
+two layers are each other's adjoint, which is why the convolutional decoders of the library
+(`arch="conv"`, [`docs/conv.md`](../conv.md)) use it to upsample 7x7 codes back to 28x28.
+
+### A classic mistake: the textbook formula without the flip
+
+For stride 1, textbooks write $dx$ as an ordinary convolution of $dy$, padded with $k-1-p$
+zeros, with the kernel **flipped** in both spatial axes and its two channel axes swapped:
+$dx = \operatorname{conv}\bigl(\operatorname{pad}_{k-1-p}(dy),\ \tilde W\bigr)$ with
+$\tilde W_{c,o,i,j} = W_{o,c,k-1-i,k-1-j}$. It is the scatter-add above, reorganised as a
+gather. Forgetting the flip is a bug that keeps every shape right.
+"""
+
+# %%
+class ConvTextbookDx(MyConv2d):
+    flip = True
+
+    def backward(self, dy):
+        (x,) = self.pop_cache()
+        self.grads["W"] += conv2d_weight_grad_shifted(x, dy, self.k, self.s, self.p)
+        self.grads["b"] += np.sum(dy, axis=(0, 2, 3))
+        W_t = np.swapaxes(self.params["W"], 0, 1)                    # (C_in, C_out, k, k)
+        if self.flip:
+            W_t = W_t[:, :, ::-1, ::-1]
+        return conv2d_shifted(dy, np.ascontiguousarray(W_t), 1, self.k - 1 - self.p)
+
+
+class ConvTextbookDxNoFlip(ConvTextbookDx):
+    flip = False                                                     # BUG: the kernel is not flipped
+
+
+right = check_layer(ConvTextbookDx(2, 3, 3, 1, 1, B.Generator(4)), xc)
+wrong = check_layer(ConvTextbookDxNoFlip(2, 3, 3, 1, 1, B.Generator(4)), xc)
+print(right.headline())
+print(wrong)
+assert right.passed and wrong.verdict == FAILED and wrong.row("dx").failed
+
+# %% [markdown]
+r"""
+## Rows a stride skips get no gradient
+
+Window $h$ covers padded rows $hs$ to $hs + k - 1$. With a stride longer than the kernel
+($k = 2$, $s = 3$) the rows in between are read by no window, and the floor in $H_{out}$
+drops the last ones; no output depends on them, so their gradient is exactly zero (the
+scatter-add never writes there). Below: a digit through two edge filters (a stride-1
+convolution), and the input gradient of a $k = 2$, $s = 3$ convolution, zero on every third
+row and column.
+"""
+
+# %%
+digit = digits[:1]                                                  # (1, 1, 28, 28)
+sobel = np.array([[[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]], [[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]]], dtype="float64")
+edges = conv2d(digit, sobel, stride=1, padding=1)                   # (1, 2, 28, 28)
+
+W_skip = B.Generator(6).normal((1, 1, 2, 2), "float64")
+y_skip = conv2d(digit, W_skip, stride=3)                            # (1, 1, 9, 9): windows on rows 0-1, 3-4, ...
+dx_skip = conv2d_input_grad(np.ones_like(y_skip), W_skip, (28, 28), stride=3)
+zero_rows = [r for r in range(28) if np.all(dx_skip[0, 0, r] == 0)]
+print(f"k = 2, s = 3 on 28 rows: output {y_skip.shape[2:]}, rows with zero gradient: {zero_rows}")
+assert zero_rows == [r for r in range(28) if r % 3 == 2 or r >= 27]
+
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.3))
+for ax, img, title in ((axes[0], digit[0, 0], "a test digit"), (axes[1], edges[0, 0], "conv with Sobel x"),
+                       (axes[2], edges[0, 1], "conv with Sobel y"), (axes[3], dx_skip[0, 0], "dx of a k=2, s=3 conv (dy = 1)")):
+    v = np.abs(img).max()
+    im = ax.imshow(img, cmap="gray") if ax is axes[0] else ax.imshow(img, cmap="RdBu_r", vmin=-v, vmax=v)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    if ax is not axes[0]:
+        fig.colorbar(im, ax=ax, fraction=0.046)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+r"""
+**Every backward of a convolution, in one place:** $dx$ = for each offset,
+$W_{:,:,i,j}^\top dy$ scatter-added into the slice the forward read, then the padding cropped
+(`conv2d_input_grad`, the transposed convolution); $dW_{:,:,i,j}$ = $dy$ contracted with that
+offset's slice over the batch and positions (`conv2d_weight_grad`); $db$ = $dy$ summed over
+$N$, $H_{out}$, $W_{out}$. `ConvTranspose2d` swaps the roles of the first and the last. The
+scatter-adds run over the offsets in one fixed order, so the library's reference backward
+gives the same bits on every run ([`docs/conv.md`](../conv.md) explains why GPU libraries'
+atomics do not).
+"""
