@@ -516,7 +516,7 @@ def _output_file(path: str, option: str, suffix: str, protected=()) -> str:
         raise CLIError(f"{option} {path}: give a file name ending in {suffix}")
     if os.path.isdir(path):
         raise CLIError(f"{option} {path} is a folder: give a file name ending in {suffix}")
-    if any(os.path.exists(p) and os.path.samefile(path, p) for p in protected if os.path.exists(path)):
+    if os.path.exists(path) and any(os.path.exists(p) and os.path.samefile(path, p) for p in protected):
         raise CLIError(f"{option} {path} would overwrite the run's own file")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):

@@ -183,7 +183,6 @@ def _check(template, argv):
             code = cli.main(argv)
         err = err.getvalue()
         CODES.append(code)
-        if os.environ.get("PROPDEBUG"): print(code, argv, err[-150:].strip().splitlines()[-1:])
         assert code in DOCUMENTED, f"{argv}: exit {code}\n{err}"
         assert "Traceback" not in err and "Warning" not in err, f"{argv}\n{err}"
         if code == 2:
@@ -199,10 +198,9 @@ def _check(template, argv):
         for path in before:
             if path.startswith("oldrun/") and path not in after:
                 raise AssertionError(f"{argv}: the existing run lost {path}")
-        if code != 0 or "--force" not in argv:
-            # only a successful --force or --resume may change the old run's checkpoint
-            if "--resume" not in argv or code != 0:
-                assert after.get("oldrun/checkpoint.npz") == before["oldrun/checkpoint.npz"], argv
+        # only a successful --force or --resume may change the old run's checkpoint
+        if code != 0 or not {"--force", "--resume"} & set(argv):
+            assert after.get("oldrun/checkpoint.npz") == before["oldrun/checkpoint.npz"], argv
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,9 @@ A source is a sequence of cells, each starting with a header line:
 ``# %% [markdown]``      a markdown cell: one raw string literal ``r\"\"\"...\"\"\"``
 ``... {only=exercise}``  or ``{only=solution}`` after either header: the cell goes only
                          into that version of a notebook with exercises
+``# %% {include=_x.py}`` a code cell whose code is the file ``src/_x.py``: what every
+                         notebook needs (the install cell) is written once; each built
+                         notebook still holds its own copy, so it opens on its own
 
 A source whose name is listed in ``EXERCISES`` gives two notebooks, ``<name>.ipynb`` with
 the exercises left blank and ``<name>_solutions.ipynb``. Inside its cells, the lines
@@ -32,7 +35,8 @@ SRC = HERE / "src"
 #: sources that make an exercise notebook and a solutions notebook
 EXERCISES = ("02_write_your_own_layer",)
 
-_HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?: \{only=(?P<only>exercise|solution)\})?\s*$")
+_HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?: \{only=(?P<only>exercise|solution)\})?"
+                     r"(?: \{include=(?P<include>_[\w.]+\.py)\})?\s*$")
 _EXERCISE_LINE = re.compile(r"^(?P<indent>\s*)# EXERCISE: ?(?P<code>.*)$")
 
 METADATA = {
@@ -43,15 +47,19 @@ METADATA = {
 
 def parse(text: str, source: str = "source"):
     """``[(kind, only, lines)]``: kind "code" or "markdown", only None / "exercise" / "solution"."""
-    cells, current = [], None
+    cells, current, included = [], None, False
     for n, line in enumerate(text.splitlines(), start=1):
         m = _HEADER.match(line)
         if m:
             current = ("markdown" if m.group("md") else "code", m.group("only"), [])
             cells.append(current)
-        elif current is None:
+            included = m.group("include") is not None
+            if included:
+                current[2].extend((SRC / m.group("include")).read_text().splitlines())
+        elif current is None or included:
             if line.strip():
-                raise ValueError(f"{source}:{n}: text before the first '# %%' header")
+                where = "before the first '# %%' header" if current is None else "after an include"
+                raise ValueError(f"{source}:{n}: text {where}")
         else:
             current[2].append(line)
     return cells
@@ -111,6 +119,8 @@ def targets() -> dict:
     out = {}
     for src in sorted(SRC.glob("*.py")):
         name = src.stem
+        if name.startswith("_"):             # a shared cell, not a notebook
+            continue
         if name in EXERCISES:
             out[f"{name}.ipynb"] = render(name, "exercise")
             out[f"{name}_solutions.ipynb"] = render(name, "solution")

@@ -30,25 +30,9 @@ Background reading: [`docs/conventions.md`](../conventions.md) (shapes, `dy`, th
 reduction) and [`docs/layers.md`](../layers.md) (these derivations, as text).
 """
 
-# %%
-# Install scratchae only where it is not importable yet (Colab, a bare kernel).
-# A no-op after `pip install -e ".[dev]"`.
-import importlib.util, pathlib, subprocess, sys
-
-if importlib.util.find_spec("scratchae") is None:
-    here = pathlib.Path.cwd().resolve()
-    clone = next((p for p in (here, *here.parents)
-                  if (p / "setup.cfg").is_file() and (p / "scratchae").is_dir()), None)
-    SOURCE = str(clone) if clone else "git+https://github.com/<owner>/scratchae.git"  # your clone's URL
-    if "<owner>" in SOURCE:
-        raise RuntimeError("scratchae is not installed: set SOURCE above to the git URL of the repository")
-    spec = f"scratchae[plots] @ {SOURCE}" if SOURCE.startswith("git+") else f"{SOURCE}[plots]"
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
-    importlib.invalidate_caches()
+# %% {include=_install.py}
 
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -65,23 +49,7 @@ from scratchae.optim import Adam
 threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
 
 
-def docstring_block(obj, start="Backward", stop=None):
-    """Print the block of obj's docstring that starts at the line beginning with `start`:
-    up to the line beginning with `stop`, or else to the end of the indented code after it."""
-    lines = inspect.getdoc(obj).splitlines()
-    i = next(k for k, line in enumerate(lines) if line.lstrip().startswith(start))
-    out, seen_code = [lines[i]], False
-    for line in lines[i + 1:]:
-        if stop is not None:
-            if line.lstrip().startswith(stop):
-                break
-        elif line.startswith("    "):
-            seen_code = True
-        elif line.strip() and seen_code:
-            break
-        out.append(line)
-    print(f"{obj.__module__}.{obj.__qualname__}:\n" + "\n".join(out).rstrip())
-
+# %% {include=_docstring_block.py}
 # %% [markdown]
 r"""
 ## The protocol: what a backward computes

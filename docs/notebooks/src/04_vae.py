@@ -28,24 +28,9 @@ all. Every random number comes from a seeded `scratchae.backend.Generator`.
 Background: [`docs/vae.md`](../vae.md) (these derivations as text).
 """
 
-# %%
-# Install scratchae only where it is not importable yet (Colab, a bare kernel).
-# A no-op after `pip install -e ".[dev]"`.
-import importlib.util, pathlib, subprocess, sys
-
-if importlib.util.find_spec("scratchae") is None:
-    here = pathlib.Path.cwd().resolve()
-    clone = next((p for p in (here, *here.parents)
-                  if (p / "setup.cfg").is_file() and (p / "scratchae").is_dir()), None)
-    SOURCE = str(clone) if clone else "git+https://github.com/<owner>/scratchae.git"  # your clone's URL
-    if "<owner>" in SOURCE:
-        raise RuntimeError("scratchae is not installed: set SOURCE above to the git URL of the repository")
-    spec = f"scratchae[plots] @ {SOURCE}" if SOURCE.startswith("git+") else f"{SOURCE}[plots]"
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
-    importlib.invalidate_caches()
+# %% {include=_install.py}
 
 # %%
-import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -63,25 +48,6 @@ from scratchae.train import fit
 
 threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
 
-
-def docstring_block(obj, start="Backward", stop=None):
-    """Print the block of obj's docstring that starts at the line beginning with `start`:
-    up to the line beginning with `stop`, or else to the end of the indented code after it."""
-    lines = inspect.getdoc(obj).splitlines()
-    i = next(k for k, line in enumerate(lines) if line.lstrip().startswith(start))
-    out, seen_code = [lines[i]], False
-    for line in lines[i + 1:]:
-        if stop is not None:
-            if line.lstrip().startswith(stop):
-                break
-        elif line.startswith("    "):
-            seen_code = True
-        elif line.strip() and seen_code:
-            break
-        out.append(line)
-    print(f"{obj.__module__}.{obj.__qualname__}:\n" + "\n".join(out).rstrip())
-
-
 def tile(images, cols):
     """(n, 784) images as one (rows*28, cols*28) canvas."""
     images = np.asarray(images).reshape(-1, 28, 28)
@@ -96,6 +62,8 @@ def tile(images, cols):
 ds = load_dataset("mnist", data="bundled")      # the 5000 / 1000-digit subset shipped with the package
 x_train, x_test = preprocess(ds.x_train), preprocess(ds.x_test)   # (N, 784) float32 in [0, 1]
 
+
+# %% {include=_docstring_block.py}
 # %% [markdown]
 r"""
 ## The model and the ELBO
