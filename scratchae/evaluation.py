@@ -73,7 +73,7 @@ def elbo(model, x, rng):
 
 
 @_on_the_model_device
-def iwae_bound(model, x, k, rng, max_rows=32768):
+def iwae_bound(model, x, k, rng, max_rows=4096):
     r"""One Monte Carlo draw of the importance-weighted bound IWAE_k, per example (N,), in nats.
 
     ``IWAE_k = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, z_i ~ q(z|x), formed as
@@ -165,14 +165,18 @@ def discriminator_accuracy(model, x, rng, labels=None):
     return right / (2 * n)
 
 
-def mmd2(a, b):
+def mmd2(a, b, bandwidth=None):
     r"""Unbiased MMD^2 between samples a (n, d) and b (m, d), a Python float, in float64.
 
-    Kernel k(u, v) = exp(-|u - v|^2 / (2 h^2)), with h^2 the median of the squared pairwise
-    distances of the pooled sample (the median heuristic)::
+    Kernel k(u, v) = exp(-|u - v|^2 / (2 h^2)), with h = ``bandwidth``, or by default
+    (``None``) h^2 the median of the squared pairwise distances of the pooled sample (the
+    median heuristic)::
 
         MMD^2 = mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j)
     """
+    if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float))
+                                  or not math.isfinite(bandwidth) or bandwidth <= 0):
+        raise ValueError(f"mmd2: bandwidth must be a positive finite number or None, got {bandwidth!r}")
     xp = B.namespace(a, b)
     z = xp.astype(xp.concat([a, b], axis=0), xp.float64)
     big_n, n, m = z.shape[0], a.shape[0], b.shape[0]
@@ -180,10 +184,13 @@ def mmd2(a, b):
     d2 = xp.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
     eye = xp.eye(big_n, dtype=xp.float64, device=B.device_of(z))
     d2 = xp.where(eye > 0, 0.0, d2)                      # exact zeros on the diagonal
-    # median of the off-diagonal entries: after sorting, the N diagonal zeros come first
-    flat = xp.sort(xp.reshape(d2, (-1,)))
-    off = big_n * (big_n - 1)
-    h2 = 0.5 * (flat[big_n + (off - 1) // 2] + flat[big_n + off // 2])
+    if bandwidth is None:
+        # median of the off-diagonal entries: after sorting, the N diagonal zeros come first
+        flat = xp.sort(xp.reshape(d2, (-1,)))
+        off = big_n * (big_n - 1)
+        h2 = 0.5 * (flat[big_n + (off - 1) // 2] + flat[big_n + off // 2])
+    else:
+        h2 = float(bandwidth) ** 2
     k = xp.exp(-d2 / (2.0 * h2))
     k_aa = (xp.sum(k[:n, :n]) - n) / (n * (n - 1))      # the diagonal's k = 1 left out
     k_bb = (xp.sum(k[n:, n:]) - m) / (m * (m - 1))

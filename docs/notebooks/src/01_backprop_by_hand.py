@@ -46,7 +46,7 @@ from scratchae.gradcheck import FAILED, check_function, check_layer
 from scratchae.layers import sigmoid, softplus
 from scratchae.optim import Adam
 
-threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
+blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
 
 
 # %% {include=_docstring_block.py}
@@ -130,8 +130,10 @@ dx_{ni} = \sum_k dy_{nk} W_{ik}
 $$
 
 A shape check alone nearly gives all three: the only product of `x (N, d_in)` and
-`dy (N, d_out)` with `W`'s shape is `x.T @ dy`. *Nearly*: for a square $W$, `dy.T @ x` has
-the right shape too (mistake 1 below).
+`dy (N, d_out)` with `W`'s shape is `x.T @ dy`, the only product of `dy` and `W` with
+`x`'s shape is `dy @ W.T`, and `db` must reduce `dy` over its batch axis. *Nearly*: for a
+square $W$, `dy.T @ x` (and `dy @ W`) have the right shapes too, and a *mean* over the
+batch has `db`'s shape as well (mistakes 1 and 2 below).
 """
 
 # %%
@@ -167,9 +169,11 @@ assert report.passed
 
 # %% [markdown]
 r"""
-Every row says `ok`: `dx` and both parameters agree with the finite differences to about
-$10^{-9}$ relative. The library's `scratchae.layers.Linear` is the same three lines; its
-docstring's *Backward* block is the body of its `backward`, line for line. (It writes
+Every row says `ok`: `dx` and both parameters agree with the finite differences to a few
+$10^{-9}$ relative or better (the `max rel err` column). The library's
+`scratchae.layers.Linear` is the same three lines (plus an optional bias and
+`input_grad=False`, below); its docstring's *Backward* block is the body of its
+`backward`, line for line. (It writes
 `xp = B.namespace(dy)` and `xp.sum(...)` where we wrote `np.sum(...)`: the array namespace
 comes from the data, so the same code runs on CuPy; on NumPy arrays it is the same call.)
 """
@@ -181,11 +185,11 @@ docstring_block(L.Linear)
 mine, lib = MyLinear(3, 2, B.Generator(1)), L.Linear(3, 2, B.Generator(1), dtype="float64")
 np.testing.assert_array_equal(mine.params["W"], lib.params["W"])
 dy = B.Generator(2).normal((4, 2), "float64")
-np.testing.assert_allclose(mine(x), lib(x))
-np.testing.assert_allclose(mine.backward(dy), lib.backward(dy))
+np.testing.assert_array_equal(mine(x), lib(x))
+np.testing.assert_array_equal(mine.backward(dy), lib.backward(dy))
 for k in ("W", "b"):
-    np.testing.assert_allclose(mine.grads[k], lib.grads[k])
-print("MyLinear == scratchae.layers.Linear (forward, dx, dW, db)")
+    np.testing.assert_array_equal(mine.grads[k], lib.grads[k])
+print("MyLinear == scratchae.layers.Linear, bit for bit (forward, dx, dW, db)")
 
 # %% [markdown]
 r"""
@@ -228,13 +232,17 @@ assert report.passed
 
 x_kink = x.copy()
 x_kink[0, 0] = 0.0                                   # one input exactly at the kink
-print(check_layer(MyReLU(), x_kink))
+report_kink = check_layer(MyReLU(), x_kink)
+print(report_kink)
+assert report_kink.passed and report_kink.row("dx").kinks == 1
 docstring_block(L.ReLU)
 
 # %% [markdown]
 r"""
 With one input exactly at 0, the checker sees the two one-sided differences disagree there
-and skips that entry ("1 non-differentiable point skipped"); the other 19 are still judged.
+(slope 0 on the left, 1 on the right, so the central difference is 0.5 while the backward
+says 0) and skips that entry ("1 non-differentiable point skipped"); the other 19 are still
+judged.
 
 ## BCE with logits: the reconstruction loss
 
@@ -292,20 +300,24 @@ class MyBCEWithLogits(Module):
 
     def backward(self, dL):
         logits, target = self.pop_cache()
+        self.check_dy(dL, (), "dL")                  # the output L is a scalar: dL is 0-d
         n = logits.shape[0]
         return dL * (sigmoid(logits) - target) / n   # (N, D)
 
 
-g = B.Generator(4)
-logits = 3.0 * g.normal((4, 6), "float64")
-target = g.uniform((4, 6), dtype="float64")
+rng = B.Generator(4)
+logits = 3.0 * rng.normal((4, 6), "float64")
+target = rng.uniform((4, 6), dtype="float64")
 report = check_layer(MyBCEWithLogits(), logits, forward_kwargs={"target": target})
 print(report)
 assert report.passed
 
-# the library's loss is a function returning (value, dlogits): check it with check_function
+# the library's loss is a function returning (value, dlogits): the same numbers as our layer
+# with dL = 1, and check_function checks it the way check_layer checks a layer
 value, dlogits = losses.bce_with_logits(logits, target)
-np.testing.assert_allclose(value, MyBCEWithLogits()(logits, target))
+mine = MyBCEWithLogits()
+np.testing.assert_allclose(value, mine(logits, target))
+np.testing.assert_allclose(dlogits, mine.backward(np.asarray(1.0)))
 print(check_function(losses.bce_with_logits, logits, target, wrt=(0,)))
 docstring_block(losses.bce_with_logits, start="Backward")
 
@@ -322,7 +334,7 @@ The softplus form is exact and finite everywhere, and so is its gradient $\sigma
 l_grid = np.linspace(-30, 30, 601)
 with np.errstate(divide="ignore"):
     naive32 = -np.log(1.0 - sigmoid(l_grid.astype("float32")))   # t = 0, via the probability
-stable = softplus(l_grid) - 0.0 * l_grid                          # t = 0, on the logit
+stable = softplus(l_grid)                                         # t = 0, on the logit: softplus(l) - 0 * l
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].plot(l_grid, stable, lw=3, alpha=0.5, label="softplus(l) - t l  (float64)")
@@ -335,7 +347,7 @@ zoom = (l_grid > 8) & (l_grid < 17)
 axes[1].plot(l_grid[zoom], stable[zoom] - naive32[zoom], ".")
 axes[1].set_xlabel("logit l")
 axes[1].set_ylabel("stable - naive (nats)")
-axes[1].set_title("before it overflows, the naive float32 loss loses its digits", fontsize=9)
+axes[1].set_title("before it reaches inf, the naive float32 loss loses its digits", fontsize=9)
 fig.tight_layout()
 plt.show()
 
@@ -350,13 +362,17 @@ $$
 \underbrace{dl}_{(N,784)} = \text{bce.backward}(1),\quad
 \underbrace{dh}_{(N,32)} = f_2.\text{backward}(dl),\quad
 \underbrace{da}_{(N,32)} = \text{relu.backward}(dh),\quad
-f_1.\text{backward}(da) .
+\underbrace{dx}_{(N,784)} = f_1.\text{backward}(da),
 $$
 
+with $a = f_1(x)$, $h = \text{relu}(a)$, $l = f_2(h)$.
+
 `Sequential` does exactly this loop. Below, a 784-32-784 autoencoder built only from our
-three layers. Its input is also its target, so $x$ reaches $L$ along two paths; we only want
-parameter gradients (the input is data), so the check runs with `check_input=False`, as the
-library's encoders skip $dx$ with `Linear(..., input_grad=False)`. The big arrays
+three layers. Its input is also its target, so $x$ reaches $L$ along two paths, and
+`TinyAE.backward` returns the gradient along the first (through the network) only: that is
+not $\partial L/\partial x$, and a check of it would rightly fail. The input is data, we only
+want parameter gradients, so the check runs with `check_input=False`, as the library's
+encoders skip $dx$ with `Linear(..., input_grad=False)`. The big arrays
 (`W` of the first layer has $784\times32$ entries) are checked along random directions, with
 a failure localised to one entry by bisection.
 """
@@ -424,16 +440,21 @@ plt.show()
 r"""
 ## The classic mistakes, and what the checker says
 
-Each class below is one of our correct layers with one deliberate bug in `backward` (the
-forward is untouched). For each, we print the report and **assert that the verdict is
-`FAILED`**. Read the `status` column: the checker names the wrong array, the worst entry,
-and guesses the mistake (the hints are heuristics; the verdict is not).
+Each class below is a correct layer with one deliberate bug in `backward` (the forward is
+untouched): our layers from above, and for mistake 5 a squared loss and a sampler. For
+each, we print the report and **assert that the verdict is `FAILED`**. Read the `FAIL` row:
+`array` names the wrong array, `worst at` its worst entry, and the hint after `<-` guesses
+the mistake (the hints are heuristics; the verdict is not).
 
 ### 1. Transposed `dW`
 
 `dy.T @ x` instead of `x.T @ dy`. For a non-square `W` it has the wrong shape
 `(d_out, d_in)` and NumPy refuses the `+=` at once. For a square `W` it runs, the loss may
-even fall, and only a gradient check notices.
+even fall, and only a gradient check notices. Entry $(i, k)$ gets $\sum_n dy_{ni}x_{nk}$
+instead of $\sum_n x_{ni}dy_{nk}$, a different number unless $x^\top dy$ is symmetric. It
+would be symmetric if $dy$ were $x$ ($x^\top x$), which is why the checker draws its $dy$
+from a stream of its own, never the one your `Generator(seed)` drew $x$ from. The hint
+*looks transposed* comes from the analytic `dW` matching the transpose of the numerical one.
 """
 
 # %%
@@ -491,14 +512,17 @@ for name, cls in (("bias: mean, not sum", LinearBiasMean), ("bias: first row onl
 # %% [markdown]
 r"""
 The first report's hint reads the factor: analytic $= 0.25\times$ numerical, $1/N$ for
-$N = 4$.
+$N = 4$. The second has no single factor (each entry misses a different share of the other
+rows, since the checker's $dy$ rows differ), so its hint says the entries disagree in
+pattern.
 
 ### 3. A flipped sign
 
 $\partial\ell/\partial l = \sigma(l) - t$; writing $t - \sigma(l)$ (or `target - pred` in a
 squared loss) turns gradient descent into ascent. The loss then *rises*, which is easy to
 notice in a plain model, and easy to miss in one term among several (a sign error in the
-VAE's KL gradient is hidden by the reconstruction term).
+VAE's KL gradient can hide behind a falling reconstruction term). The checker sees analytic
+$= -1\times$ numerical: a relative error of exactly 2.
 """
 
 # %%
@@ -520,8 +544,12 @@ r"""
 `zero_grad()` ran before. It is wrong the moment a weight is reached along two paths: a tied
 decoder (`TiedLinear` adds the decoder's contribution into the encoder's `grads["W"]`), the
 AAE's encoder (reconstruction and adversarial phases), any shared weight: the `=` silently
-drops every contribution but the last. The checker pre-fills every `grads` entry with random
-numbers and subtracts them afterwards, so an overwrite fails even for a single use.
+drops every contribution but the last. A single-use check would not see it: a fresh
+layer's `grads` are zeros, and `0 + g` is `g`. So the checker **pre-fills** every `grads`
+entry with random numbers $r$ before calling `backward` and reads the analytic gradient as
+`grads["W"] - r`. With `+=` that is $x^\top dy$; with `=` the $r$ was thrown away and the
+checker reads $x^\top dy - r$, off by a random array of order 1. The raw `grads["W"]` then
+equals the numerical gradient, which is how the hint knows it was *overwritten*.
 """
 
 # %%
@@ -541,10 +569,12 @@ assert report.verdict == FAILED and report.row("W").failed
 r"""
 ### 5. The missing 0.5
 
-**(a) In a squared loss.** The library's `mse` is $L = \frac1N\sum_{n,j}(\hat x - x)^2$ with
-$\partial L/\partial\hat x = 2(\hat x - x)/N$. The classic slip is the backward of the
-*other* convention, $\frac1{2N}\sum(\hat x - x)^2$, whose gradient $(\hat x - x)/N$ has no 2:
-the forward and backward then belong to different losses, a factor 0.5 apart.
+**(a) In a squared loss: the $\tfrac12$ missing from the forward.** The library's `mse` is
+$L = \frac1N\sum_{n,j}(\hat x - x)^2$ with $\partial L/\partial\hat x = 2(\hat x - x)/N$.
+The classic slip is to pair this forward with the backward of the *other* convention,
+$\frac1{2N}\sum(\hat x - x)^2$, whose gradient $(\hat x - x)/N$ has no 2: the forward and
+backward then belong to different losses, a factor 0.5 apart. The checker differentiates
+the forward you wrote, so it reports analytic $= 0.5\times$ numerical.
 
 **(b) In the VAE's sampler.** $z = \mu + \sigma\odot\varepsilon$ with
 $\sigma = \exp(\tfrac12\,\text{logvar})$ (so that $\sigma^2 = \exp(\text{logvar})$). Then
@@ -578,8 +608,6 @@ class MSEMissingHalf(Module):
 class MySampler(Module):
     """z = mu + exp(0.5 * logvar) * eps.  Backward: dmu = dz; dlogvar = dz * eps * 0.5 * std."""
 
-    half = 0.5
-
     def forward(self, mu, logvar, eps):
         std = np.exp(0.5 * logvar)
         self.save_cache(eps, std)
@@ -587,11 +615,13 @@ class MySampler(Module):
 
     def backward(self, dz):
         eps, std = self.pop_cache()
-        return dz, dz * eps * self.half * std        # (dmu, dlogvar), both (N, d)
+        return dz, dz * eps * 0.5 * std              # (dmu, dlogvar), both (N, d)
 
 
 class SamplerMissingHalf(MySampler):
-    half = 1.0                                       # BUG: d exp(0.5 v)/dv = 0.5 exp(0.5 v)
+    def backward(self, dz):
+        eps, std = self.pop_cache()
+        return dz, dz * eps * std                    # BUG: d exp(0.5 v)/dv = 0.5 exp(0.5 v)
 
 
 pred, tgt = B.Generator(9).normal((4, 5), "float64"), B.Generator(10).uniform((4, 5), dtype="float64")
@@ -599,8 +629,8 @@ report = reports["mse: backward of the 1/2 convention"] = check_layer(MSEMissing
 print(report, "\n")
 assert report.verdict == FAILED
 
-g = B.Generator(11)
-mu, logvar, eps = g.normal((4, 3), "float64"), g.normal((4, 3), "float64"), g.normal((4, 3), "float64")
+rng = B.Generator(11)
+mu, logvar, eps = rng.normal((4, 3), "float64"), rng.normal((4, 3), "float64"), rng.normal((4, 3), "float64")
 report = check_layer(MySampler(), mu, logvar, forward_kwargs={"eps": eps})
 print(report, "\n")
 assert report.passed
@@ -627,8 +657,9 @@ assert report.passed
 r"""
 ## Summary: how far off each mistake is
 
-The worst relative error of each check, correct layers against wrong ones. A correct float64
-backward agrees to $10^{-8}$ or better; every mistake above is off by order 1, far beyond the
+The worst relative error of each check, correct layers against wrong ones. The correct
+float64 backwards here agree to better than $10^{-8}$ (the TinyAE above, whose $L$ sums
+thousands of terms, to about $10^{-7}$); every mistake above is off by order 1, far beyond the
 tolerance (the checker catches relative errors down to about $3\times10^{-7}$; see
 [`docs/gradcheck.md`](../gradcheck.md)). What a gradient check **cannot** see is a mistake
 made identically in forward and backward (using $e^{\text{logvar}}$ as $\sigma$ in both, say):

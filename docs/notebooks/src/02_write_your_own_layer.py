@@ -72,9 +72,9 @@ from scratchae import layers as L
 from scratchae.gradcheck import check_layer
 from scratchae.layers import sigmoid
 
-threadpool_limits(1)   # one BLAS thread: fastest for these small matrices
+blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices
 
-RESULTS = {}
+RESULTS = {}   # exercise name -> "passed", "FAILED", "inconclusive" or "not done yet"
 
 
 def grade(name, make_layer, *inputs, **check_kwargs):
@@ -133,7 +133,7 @@ class Swish(Module):
 
     def __init__(self, d, beta=1.0, dtype="float64"):
         super().__init__()
-        self.add_param("beta", B.resolve("cpu").asarray([beta] * d, dtype))
+        self.add_param("beta", np.full(d, beta, dtype=dtype))
 
     def forward(self, x):
         s = sigmoid(self.params["beta"] * x)
@@ -171,26 +171,27 @@ assert report is not None and report.passed, report
 
 # %% [markdown]
 r"""
-Your $\partial y/\partial x$ as a curve (a backward with $dy = 1$ gives the derivative at
-every point), on top of a central difference of the forward, for three slopes. While the
-backward is blank, only the forward is drawn.
+Your $\partial y/\partial x$ as a curve, on top of a central difference of the forward, for
+three slopes. Swish is element-wise (its Jacobian is diagonal), so a backward with $dy = 1$
+returns the derivative at every point. While the backward is blank, the right panel shows
+only the finite differences.
 """
 
 # %%
-grid = np.linspace(-6, 6, 241)[:, None]
+grid = np.linspace(-6, 6, 241)[:, None]            # (241, 1): 241 rows of one feature
+step = 1e-5
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.3))
-for b_ in (0.5, 1.0, 3.0):
-    layer = Swish(1, beta=b_)
-    y = layer(grid)
-    axes[0].plot(grid, y, label=f"beta = {b_:g}")
-    h = 1e-5
-    layer.eval()
-    numeric = (layer(grid + h) - layer(grid - h)) / (2 * h)
+for slope in (0.5, 1.0, 3.0):
+    layer = Swish(1, beta=slope)
+    y = layer(grid)                                 # training forward: keeps the cache for backward
+    axes[0].plot(grid, y, label=f"beta = {slope:g}")
+    layer.eval()                                    # eval forwards keep no cache
+    numeric = (layer(grid + step) - layer(grid - step)) / (2 * step)
     layer.train()
-    line, = axes[1].plot(grid, numeric, lw=4, alpha=0.3, label=f"finite difference, beta = {b_:g}")
+    line, = axes[1].plot(grid, numeric, lw=4, alpha=0.3, label=f"finite difference, beta = {slope:g}")
     try:
         analytic = layer.backward(np.ones_like(y))
-        axes[1].plot(grid, analytic, "--", color=line.get_color(), label=f"your backward, beta = {b_:g}")
+        axes[1].plot(grid, analytic, "--", color=line.get_color(), label=f"your backward, beta = {slope:g}")
     except NotImplementedError:
         layer.clear_cache()
 axes[0].set_title("Swish forward: y = x sigmoid(beta x)", fontsize=9)
@@ -217,15 +218,18 @@ y_{nj} = \gamma_j\hat x_{nj} + \beta_j .
 $$
 
 Shapes: $x$, $\hat x$, $y$ `(N, d)`; $\mu$, $v$, $r$ `(N, 1)` (kept as columns, so they
-broadcast over the features); $\gamma$, $\beta$ `(d,)`. The forward caches `xhat` and `r`.
+broadcast over the features); $\gamma$, $\beta$ `(d,)` (this $\beta$ is the shift, not
+Swish's slope). The forward caches `xhat` and `r` ($r$ is what `BatchNorm1d` calls
+`inv_std`).
 
 You need $d\gamma$, $d\beta$ (both `(d,)`, summed over the batch) and $dx$ `(N, d)`. Hints:
 first $d\hat x = dy\odot\gamma$. Then every $\hat x_{nj}$ of a row depends on **every**
 $x_{ni}$ of that row, through $\mu_n$ and $r_n$: work out $\partial\hat x_{nj}/\partial x_{ni}$
 for one row (use $\partial\mu/\partial x_i = 1/d$ and
 $\partial v/\partial x_i = 2(x_i-\mu)/d$), then sum over $j$. The answer needs two row sums,
-of $d\hat x$ and of $d\hat x\odot\hat x$. (`BatchNorm1d` in `scratchae/layers.py` is the same
-computation over the other axis: peek only if stuck.)
+of $d\hat x$ and of $d\hat x\odot\hat x$; `np.sum(..., axis=1, keepdims=True)` keeps a row
+sum as an `(N, 1)` column that broadcasts back over the features. (`BatchNorm1d` in
+`scratchae/layers.py` is the same computation over the other axis: peek only if stuck.)
 """
 
 # %% [markdown] {only=solution}
@@ -252,9 +256,10 @@ $$
 $$
 
 `BatchNorm1d`'s backward with the roles of the two axes exchanged (`keepdims=True` keeps the
-row sums as `(N, 1)` columns). The two subtracted terms remove from $d\hat x$ its mean and its
-component along $\hat x$: moving all of a row's inputs together, or scaling them about their
-mean, does not change $\hat x$.
+row sums as `(N, 1)` columns). The two subtracted terms remove from $d\hat x$ its mean and
+(exactly for $\epsilon = 0$, nearly for a small $\epsilon$) its component along $\hat x$:
+moving all of a row's inputs together does not change $\hat x$, and neither, for
+$\epsilon = 0$, does scaling them about their mean.
 """
 
 # %%
@@ -267,8 +272,8 @@ class LayerNorm(Module):
     def __init__(self, d, eps=1e-5, dtype="float64"):
         super().__init__()
         self.eps = eps
-        self.add_param("gamma", B.resolve("cpu").asarray([1.0] * d, dtype))
-        self.add_param("beta", B.resolve("cpu").zeros((d,), dtype))
+        self.add_param("gamma", np.ones(d, dtype=dtype))
+        self.add_param("beta", np.zeros(d, dtype=dtype))
 
     def forward(self, x):
         mu = np.mean(x, axis=1, keepdims=True)                      # (N, 1)
@@ -295,9 +300,9 @@ class LayerNorm(Module):
         # EXERCISE: raise NotImplementedError("LayerNorm.backward is still blank")
 
 # %%
-g = B.Generator(1)
-x = 2.0 * g.normal((5, 6), "float64") + 1.0
-gamma, shift = g.uniform((6,), 0.5, 1.5, "float64"), g.normal((6,), "float64")
+rng = B.Generator(1)
+x = 2.0 * rng.normal((5, 6), "float64") + 1.0
+gamma, shift = rng.uniform((6,), 0.5, 1.5, "float64"), rng.normal((6,), "float64")
 
 
 def make_layernorm():
@@ -320,17 +325,23 @@ A tied autoencoder decodes with the **transpose** of the encoder's weight. The e
 is `Linear(d_in, d_code)` with $W$ `(d_in, d_code)`; the decoder is
 
 $$
-y = hW^\top + c,\qquad h\ \text{(N, d\_code)},\quad W^\top\ \text{(d\_code, d\_in)},\quad c\ \text{(d\_in,)},\quad y\ \text{(N, d\_in)} .
+y = hW^\top + c,\qquad h\ (N,\,d_{code}),\quad W^\top\ (d_{code},\,d_{in}),\quad c\ (d_{in},),\quad y\ (N,\,d_{in}) .
 $$
 
 The decoder owns only its bias $c$; $W$ stays the encoder's. So the decoder's backward adds
-its share of $\partial L/\partial W$ into **the encoder's** `grads["W"]` (`self.tied.grads["W"]`).
-Hints: write $y_{nj} = \sum_k h_{nk}W_{jk} + c_j$ and differentiate in $W_{jk}$; the result
-must have $W$'s shape `(d_in, d_code)`. Then return $dh$. The forward caches `h`.
+its share of $\partial L/\partial W$ into **the encoder's** `grads["W"]` (`self.tied.grads["W"]`,
+`+=`: the encoder adds its own share there too).
 
-The decoder keeps the encoder in a plain attribute (`object.__setattr__`), not as a child
-module, so the encoder's weight is listed once, under the encoder, for the optimizer. The
-checker still finds it (its row is called `tied.W`).
+You need $dW$ `(d_in, d_code)` (into `self.tied.grads["W"]`), $dc$ `(d_in,)` (into
+`self.grads["c"]`) and $dh$ `(N, d_code)` (returned). Hints: write
+$y_{nj} = \sum_k h_{nk}W_{jk} + c_j$ and differentiate in $W_{jk}$; the result must have
+$W$'s shape. The forward caches `h`.
+
+The decoder keeps the encoder in a plain attribute (`object.__setattr__` skips `Module`'s
+registration of children): the encoder is not the decoder's child but its own layer of the
+model, so $W$ is listed once, under the encoder's name (`0.W` in the tied autoencoder
+below), for the optimizer. The checker also follows modules kept in attributes: in the
+decoder's own check, $W$'s row is called `tied.W`.
 """
 
 # %% [markdown] {only=solution}
@@ -358,7 +369,7 @@ class TiedDecoder(Module):
     def __init__(self, tied, dtype="float64"):
         super().__init__()
         object.__setattr__(self, "tied", tied)      # not a child: the encoder owns W
-        self.add_param("c", B.resolve("cpu").zeros((tied.params["W"].shape[0],), dtype))
+        self.add_param("c", np.zeros(tied.params["W"].shape[0], dtype=dtype))
 
     def forward(self, h):
         self.save_cache(h)
@@ -384,9 +395,9 @@ two paths: its row checks the **sum** of both contributions.
 """
 
 # %%
-g = B.Generator(2)
-h = g.normal((4, 3), "float64")
-x = g.normal((4, 5), "float64")
+rng = B.Generator(2)
+h = rng.normal((4, 3), "float64")
+x = rng.normal((4, 5), "float64")
 
 
 def make_decoder():
@@ -401,7 +412,8 @@ def make_tied_autoencoder():
     return Sequential(encoder, L.Tanh(), TiedDecoder(encoder))
 
 
-report = grade("TiedDecoder", make_decoder, h, params=["c", "tied.W"])   # the encoder's bias is not in the decoder
+# tied.b, the encoder's bias, never reaches the decoder's output (its row would be 0 = 0): skip it
+report = grade("TiedDecoder", make_decoder, h, params=["c", "tied.W"])
 # BEGIN SOLUTION
 assert report is not None and report.passed and "tied.W" in [r.name for r in report.rows], report
 # END SOLUTION
@@ -418,14 +430,15 @@ A gated linear unit whose gate comes from a second input:
 
 $$
 a = x_1W + b,\qquad y = a\odot\sigma(x_2),
-\qquad x_1\ \text{(N, d\_in)},\ W\ \text{(d\_in, d\_out)},\ b\ \text{(d\_out,)},\ x_2,\ a,\ y\ \text{(N, d\_out)} .
+\qquad x_1\ (N,\,d_{in}),\ W\ (d_{in},\,d_{out}),\ b\ (d_{out},),\ x_2,\ a,\ y\ (N,\,d_{out}) .
 $$
 
 `forward(x1, x2)` takes two arrays, so `backward(dy)` returns **a tuple** `(dx1, dx2)`, one
 gradient per input, in order; `check_layer(layer, x1, x2)` checks both (rows `dx[0]`,
-`dx[1]`). Hints: with $g = \sigma(x_2)$, the product rule splits $dy$ into a part for $a$
-and a part for $g$; from $da$ on, it is notebook 1's Linear. The forward caches `x1`, `a`
-and `g`.
+`dx[1]`). You need $dx_1$ `(N, d_in)`, $dx_2$ `(N, d_out)` and the `+=` of $dW$
+`(d_in, d_out)` and $db$ `(d_out,)`. Hints: with $g = \sigma(x_2)$, the product rule splits
+$dy$ into a part for $a$ and a part for $g$; from $da$ on, it is notebook 1's Linear. The
+forward caches `x1`, `a` and `g`.
 """
 
 # %% [markdown] {only=solution}
@@ -467,8 +480,8 @@ class GatedLinear(Module):
         # EXERCISE: raise NotImplementedError("GatedLinear.backward is still blank")
 
 # %%
-g = B.Generator(5)
-x1, x2 = g.normal((4, 3), "float64"), g.normal((4, 2), "float64")
+rng = B.Generator(5)
+x1, x2 = rng.normal((4, 3), "float64"), rng.normal((4, 2), "float64")
 report = grade("GatedLinear", lambda: GatedLinear(3, 2, B.Generator(6)), x1, x2)
 # BEGIN SOLUTION
 assert report is not None and report.passed and [r.name for r in report.rows] == ["dx[0]", "dx[1]", "W", "b"], report
@@ -477,6 +490,8 @@ assert report is not None and report.passed and [r.name for r in report.rows] ==
 # %% [markdown]
 r"""
 ## Where you stand
+
+The verdict of every grading above.
 """
 
 # %%

@@ -5,7 +5,8 @@ r"""
 **What this notebook teaches.** The plain autoencoder (AE) of `scratchae.models.Autoencoder`,
 its whole backward pass derived layer by layer with shapes and then recomputed by hand in
 NumPy and compared with the library's gradients, number for number; the **tied-weight** and
-**L1-sparse** variants and what each changes in the backward; then the **denoising
+**L1-sparse** variants and what each changes in the backward (the tied weight's two gradient
+shares, again by hand); then the **denoising
 autoencoder** (DAE, `scratchae.models.DenoisingAutoencoder`): the three corruptions of
 `scratchae.stochastic.corrupt`, why its backward is the AE's, and a DAE against an AE of
 the same size and training budget on **masked digits**, scored against the clean digits.
@@ -13,9 +14,10 @@ Every model's whole objective is gradient-checked with `check_objective`, its no
 fixed.
 
 **How to run it.** Locally, from a clone of the repository: `pip install -e ".[dev]"`,
-then open `docs/notebooks/` in VS Code (the dev extra has the kernel) or Jupyter (`pip install jupyterlab`, `jupyter lab`) and run all cells (about
-15 s on a laptop CPU: four small models train for a few epochs each on the 5,000-digit MNIST
-subset shipped with the package). On Colab: open the notebook, run the first code cell (it
+then open `docs/notebooks/` in VS Code (the dev extra has the kernel) or Jupyter
+(`pip install jupyterlab`, `jupyter lab`) and run all cells (about 10 s on a laptop CPU:
+four small models train for five or ten epochs each on the 5,000-digit MNIST subset shipped
+with the package). On Colab: open the notebook, run the first code cell (it
 installs scratchae when it is not importable; set `SOURCE` there to your clone's git URL),
 then run all. Every random number comes from a seeded `scratchae.backend.Generator`.
 
@@ -33,14 +35,14 @@ from threadpoolctl import threadpool_limits
 from scratchae import backend as B
 from scratchae import losses
 from scratchae.data import load_dataset, preprocess
-from scratchae.evaluation import codes, evaluate
+from scratchae.evaluation import codes
 from scratchae.gradcheck import check_objective
 from scratchae.layers import sigmoid
 from scratchae.models import Autoencoder, DenoisingAutoencoder
 from scratchae.stochastic import corrupt
 from scratchae.train import fit
 
-threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
+blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
 
 def show_rows(rows, title=None):
     """One labelled row of 28x28 images per (label, array (n, 784)) pair."""
@@ -171,16 +173,34 @@ r"""
 
 Ten epochs of Adam (learning rate $2\times10^{-3}$, batches of 128) on the 5,000 training
 digits, with the test loss after each epoch (`fit(..., x_test=...)`, in nats per example).
+After epoch 5, the test digits' codes and two weight norms are kept (`fit`'s
+`on_epoch_end`), to compare with variants trained for five epochs below.
 """
 
 # %%
-def train(model, epochs, lr=2e-3):
+def train(model, epochs, lr=2e-3, on_epoch_end=None):
     model.configure_optimizers("adam", lr=lr)
-    return fit(model, x_train, epochs=epochs, batch_size=128, seed=0, x_test=x_test, progress=False)
+    return fit(model, x_train, epochs=epochs, batch_size=128, seed=0, x_test=x_test, progress=False,
+               on_epoch_end=on_epoch_end)
+
+
+def code_and_weight_sizes(model):
+    """The test digits' codes (1000, 32) and the Frobenius norms of W2 (encoder.2.W) and W3 (decoder.0.W)."""
+    p = dict(model.named_parameters())
+    return {"codes": codes(model, x_test), "|W2|": np.linalg.norm(p["encoder.2.W"]),
+            "|W3|": np.linalg.norm(p["decoder.0.W"])}
+
+
+plain_after_5 = {}
+
+
+def keep_sizes_after_epoch_5(epoch, record):
+    if record["epoch"] == 5:
+        plain_after_5.update(code_and_weight_sizes(ae))
 
 
 ae = Autoencoder((784, 128, 32), rng=B.Generator(0))
-hist_ae = train(ae, 10)
+hist_ae = train(ae, 10, on_epoch_end=keep_sizes_after_epoch_5)
 print(f"AE 784-128-32: test BCE {hist_ae[-1]['test_recon']:.1f} nats per example after 10 epochs")
 show_rows([("test digits", x_test[:12]), ("AE", B.to_numpy(ae.reconstruct(x_test[:12])))],
           title="the plain AE's reconstructions (sigmoid of the logits)")
@@ -190,9 +210,10 @@ r"""
 ## Tied weights
 
 With `tied=True` each decoder layer is a `TiedLinear` that reuses an encoder weight,
-transposed: $u_3 = cW_2^\top + c_2$, $l = h_3W_1^\top + c_1$, with new biases
-$c_2$ `(128,)`, $c_1$ `(784,)` and no $W_3$, $W_4$. Now $W_1$ reaches $L$ along two paths
-(encoder and decoder), and the multivariable chain rule **adds** the two contributions:
+transposed: $u_3 = cW_2^\top + b_3$, $l = h_3W_1^\top + b_4$. There is no $W_3$ or $W_4$; the
+decoder keeps its own biases $b_3$ `(128,)` and $b_4$ `(784,)` (a `TiedLinear` calls its
+bias `c`: `decoder.0.c`, `decoder.2.c`). Now $W_1$ reaches $L$ along two paths (encoder and
+decoder), and so does $W_2$; the multivariable chain rule **adds** the two contributions:
 
 $$
 \underbrace{dW_1}_{(784,128)} = \underbrace{x^\top du_1}_{\text{encoder's Linear}} + \underbrace{dl^\top h_3}_{\text{decoder's TiedLinear}},
@@ -201,15 +222,46 @@ $$
 $$
 
 The decoder's share has the transposed form ($dy^\top x$, not $x^\top dy$) because the layer
-multiplies by $W^\top$. In code both are `+=` into the **same** array: `Linear.backward` does
+multiplies by $W^\top$; its input gradients change too ($dh_3 = dl\,W_1$, $dc = du_3W_2$).
+In code both shares are `+=` into the **same** array: `Linear.backward` does
 `grads["W"] += x.T @ dy`, `TiedLinear.backward` does `tied.grads["W"] += dy.T @ x` (notebook
-1's mistake 4, `=` for `+=`, would silently drop one path here):
+1's mistake 4, `=` for `+=`, would silently drop one path here). The tied model lists each
+shared $W$ once, under the encoder, so the optimizer updates it once, with the sum. Below,
+the two shares by hand, for the same 16 digits as above: their sum is the model's gradient,
+and either share alone is far from it.
 """
 
 # %%
 from scratchae.layers import TiedLinear
 
 docstring_block(TiedLinear)
+
+tied64 = Autoencoder((784, 128, 32), tied=True, rng=B.Generator(0), dtype="float64")
+print("parameters:", [name for name, _ in tied64.named_parameters()])
+tied64.zero_grad()
+tied64.backward(tied64.loss(x))
+p = dict(tied64.named_parameters())
+W1, b1, W2, b2, b3, b4 = (p[k] for k in ("encoder.0.W", "encoder.0.b", "encoder.2.W", "encoder.2.b",
+                                         "decoder.0.c", "decoder.2.c"))
+u1 = x @ W1 + b1; h1 = np.maximum(u1, 0)
+c = h1 @ W2 + b2
+u3 = c @ W2.T + b3; h3 = np.maximum(u3, 0)               # W2 transposed: decoder.0
+l = h3 @ W1.T + b4                                       # W1 transposed: decoder.2
+dl = (sigmoid(l) - x) / N
+du3 = (dl @ W1) * (u3 > 0)                               # dh3 = dl W1 (not dl W4^T)
+dc = du3 @ W2
+du1 = (dc @ W2.T) * (u1 > 0)
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+grads = dict(tied64.named_grads())
+for name, enc_share, dec_share in (("encoder.0.W", x.T @ du1, dl.T @ h3), ("encoder.2.W", h1.T @ dc, du3.T @ c)):
+    np.testing.assert_allclose(enc_share + dec_share, grads[name], rtol=1e-9, atol=1e-15)
+    print(f"{name}: encoder share + decoder share == model.backward;  relative error of the encoder "
+          f"share alone {rel_err(enc_share, grads[name]):.2f}, of the decoder share alone {rel_err(dec_share, grads[name]):.2f}")
 
 # %% [markdown]
 r"""
@@ -244,14 +296,18 @@ for kw in ({"tied": True}, {"sparsity": 0.3}, {"likelihood": "gaussian"}):
     report = check_objective(m, lambda: m.loss(xs), m.backward, title=f"Autoencoder({kw})")
     print(report, "\n")
     assert report.passed
-print(f"the tied model's parameters: {[n for n, _ in Autoencoder((6, 5, 3), tied=True, rng=B.Generator(1)).named_parameters()]}")
 
 # %% [markdown]
 r"""
-(The tied model lists each shared $W$ once, under the encoder: the optimizer updates it
-once, with the summed gradient.) Training both variants for five epochs beside the plain
-AE: tying halves the parameters for a few nats of reconstruction; the L1 penalty
-($\lambda = 0.5$) shrinks the codes towards 0 at almost no cost in reconstruction.
+Both variants trained for five epochs, against the plain AE after its fifth epoch (same
+initial weights, batches and learning rate). Tying halves the weights for a few nats of
+reconstruction at this budget. The L1 penalty ($\lambda = 0.5$) shrinks the codes
+several-fold without costing reconstruction here, but read that with care: dividing $W_2$
+and $b_2$ by $s > 1$ and multiplying $W_3$ by $s$ leaves the reconstruction unchanged
+($c/s$ times $sW_3$) and divides the penalty by $s$. So part of the shrinking is such a
+rescaling (the printed norms: $W_2$ smaller, $W_3$ larger), not sparsity; sparse
+autoencoders usually bound the decoder's weights for this reason. Few codes are exactly 0:
+subgradient steps make them hover around 0 rather than land on it.
 """
 
 # %%
@@ -261,13 +317,23 @@ hist_tied, hist_sparse = train(tied, 5), train(sparse, 5)
 for name, m, h in (("plain", ae, hist_ae[4]), ("tied", tied, hist_tied[-1]), ("sparse", sparse, hist_sparse[-1])):
     print(f"{name:7s} {m.num_parameters():7d} parameters, test BCE after 5 epochs {h['test_recon']:.1f} nats"
           + (f" (+ L1 {h['test_l1']:.1f})" if "test_l1" in h else ""))
+assert hist_tied[-1]["test_recon"] > hist_ae[4]["test_recon"]
+assert hist_sparse[-1]["test_recon"] < hist_ae[4]["test_recon"] + 2
 
-codes_plain, codes_sparse = codes(ae, x_test), codes(sparse, x_test)
+sizes = {"plain": plain_after_5, "L1, lambda = 0.5": code_and_weight_sizes(sparse)}
+for name, size in sizes.items():
+    print(f"{name:17s} after 5 epochs: mean |c| = {np.abs(size['codes']).mean():.2f}, "
+          f"|W2| = {size['|W2|']:.2f}, |W3| = {size['|W3|']:.2f}")
+plain_s, sparse_s = sizes.values()
+assert np.abs(sparse_s["codes"]).mean() < np.abs(plain_s["codes"]).mean() / 2
+assert sparse_s["|W2|"] < plain_s["|W2|"] and sparse_s["|W3|"] > plain_s["|W3|"]
+
 fig, ax = plt.subplots(figsize=(6, 3))
-bins = np.linspace(-8, 8, 81)
-ax.hist(codes_plain.ravel(), bins=bins, alpha=0.6, density=True, label=f"plain (10 epochs): mean |c| = {np.abs(codes_plain).mean():.2f}")
-ax.hist(codes_sparse.ravel(), bins=bins, alpha=0.6, density=True, label=f"L1, lambda = 0.5 (5 epochs): mean |c| = {np.abs(codes_sparse).mean():.2f}")
-ax.set_xlabel("code value (all 32 units, 1000 test digits)")
+bins = np.linspace(-12, 12, 97)                          # holds every code of both models
+for name, size in sizes.items():
+    ax.hist(size["codes"].ravel(), bins=bins, alpha=0.6, density=True, label=name)
+ax.set_title("codes of the 1000 test digits after 5 epochs (all 32 units)", fontsize=9)
+ax.set_xlabel("code value")
 ax.set_ylabel("density")
 ax.legend(fontsize=8)
 plt.show()
@@ -289,8 +355,12 @@ $$
 | kind | $\tilde x$ | `noise=` |
 |---|---|---|
 | `"gaussian"` | $x + \nu n$, $n\sim\mathcal N(0, I)$ | $n$ |
-| `"masking"` | $x\odot m$, $m_j\sim\text{Bernoulli}(1-\nu)$: a fraction $\nu$ of the pixels zeroed | the keep mask $m$ |
-| `"salt_pepper"` | with $u_j\sim U(0,1)$: 0 if $u_j<\nu/2$, 1 if $u_j > 1-\nu/2$, else $x_j$ | $u$ |
+| `"masking"` | $x\odot m$, $m_j\sim\text{Bernoulli}(1-\nu)$: each pixel zeroed with probability $\nu$ | the keep mask $m$ |
+| `"salt_pepper"` | with $u_j\sim U(0,1)$: 0 if $u_j<\nu/2$, 1 if $u_j > 1-\nu/2$, else $x_j$: each pixel set to 0 or to 1 with probability $\nu/2$ each | $u$ |
+
+Each pixel is corrupted independently, so a fraction $\nu$ is corrupted *on average*
+(Vincent et al. 2008 zero a fixed number of pixels per image instead). Gaussian noise is not
+clipped: $\tilde x$ leaves $[0, 1]$ (the figure clips it for display only).
 """
 
 # %%
@@ -315,7 +385,8 @@ eval mode it reconstructs its input as it is.
 # %%
 docstring_block(DenoisingAutoencoder, start="The loss is against")
 r = B.Generator(3)
-noises = {"masking": r.bernoulli((4, 6), 0.7, "float64"), "gaussian": r.normal((4, 6), "float64"),
+noises = {"masking": r.bernoulli((4, 6), 0.7, "float64"),          # the keep mask: P(keep) = 1 - level
+          "gaussian": r.normal((4, 6), "float64"),
           "salt_pepper": r.uniform((4, 6), dtype="float64")}
 for kind, noise in noises.items():
     m = DenoisingAutoencoder((6, 5, 3), activation="tanh", corruption=kind, level=0.3,
@@ -328,10 +399,10 @@ for kind, noise in noises.items():
 r"""
 **Why corruption teaches structure, not the identity.** Fed $\tilde x$, the identity outputs
 $\tilde x$ and is scored against $x$: it cannot copy the target, because the target is not
-in its input. For a proper scoring rule (the Bernoulli cross-entropy is one) the best output
-for each $\tilde x$ is the posterior mean $\mathbb E[x\mid\tilde x]$, which depends on the data
-distribution $p(x)$: with masking, the network must predict the missing pixels from the
-present ones, so it has to learn how pixels depend on each other. (For Gaussian noise the
+in its input. For the Bernoulli cross-entropy (as for the squared error) the best output for
+each $\tilde x$ is, pixel by pixel, the posterior mean $\mathbb E[x\mid\tilde x]$, which
+depends on the data distribution $p(x)$: with masking, the network must predict the missing
+pixels from the present ones, so it has to learn how pixels depend on each other. (For Gaussian noise the
 residual $\mathbb E[x\mid\tilde x] - \tilde x$ is $\nu^2$ times the score
 $\nabla\log q_\nu(\tilde x)$ of the noisy data density: Tweedie's formula; see
 [`docs/autoencoders.md`](../autoencoders.md).)
@@ -340,33 +411,40 @@ $\nabla\log q_\nu(\tilde x)$ of the noisy data density: Tweedie's formula; see
 
 Same architecture (784-128-32), same initial weights, same ten epochs, batches and learning
 rate; the DAE trains with masking noise of level 0.5. Then both reconstruct the **same**
-masked test digits (one fixed, seeded keep mask, half the pixels zeroed), scored with the
-BCE against the **clean** digits, in nats per example (summed over the 784 pixels, averaged
-over the 1000 test digits).
+masked test digits (one fixed, seeded keep mask, each pixel zeroed with probability 0.5),
+scored with the BCE against the **clean** digits, in nats per example (summed over the 784
+pixels, averaged over the 1000 test digits). The difference is paired (same digits, same
+mask), so its standard error is over the 1000 per-digit differences; it measures the
+spread over test digits for these two trained models, not over training seeds.
 """
 
 # %%
 dae = DenoisingAutoencoder((784, 128, 32), corruption="masking", level=0.5, rng=B.Generator(0))
-hist_dae = train(dae, 10)
+train(dae, 10)
 
 keep = B.Generator(12345).bernoulli(x_test.shape, 0.5)          # P(keep) = 0.5
 x_masked = corrupt(x_test, "masking", 0.5, noise=keep)
 
 
 def bce_against_clean(model, x_in, x_clean):
-    """BCE of reconstructing x_clean from x_in, nats per example (eval mode: no corruption)."""
+    """Per-digit BCE (N,) of reconstructing x_clean from x_in, in nats (eval mode: no corruption)."""
     model.eval()
     logits = model.decoder(model.encoder(x_in))
     model.train()
-    return float(losses.bce_with_logits(logits, x_clean)[0])
+    return B.to_numpy(losses.bce_per_example(logits, x_clean))
 
 
-scores = {name: {"masked": bce_against_clean(m, x_masked, x_test), "clean": bce_against_clean(m, x_test, x_test)}
-          for name, m in (("AE", ae), ("DAE", dae))}
+per_digit = {name: {"masked": bce_against_clean(m, x_masked, x_test), "clean": bce_against_clean(m, x_test, x_test)}
+             for name, m in (("AE", ae), ("DAE", dae))}
+scores = {name: {k: v.mean() for k, v in s.items()} for name, s in per_digit.items()}
 print(f"{1 - keep.mean():.1%} of the test pixels masked; BCE against the clean digits, nats per example:")
 for name, s in scores.items():
     print(f"  {name:4s} from masked digits {s['masked']:6.1f}    from clean digits {s['clean']:6.1f}")
-assert scores["DAE"]["masked"] < scores["AE"]["masked"]
+gain = per_digit["AE"]["masked"] - per_digit["DAE"]["masked"]          # (1000,), paired
+gain_se = gain.std(ddof=1) / np.sqrt(len(gain))
+print(f"from masked digits the DAE is better by {gain.mean():.1f} +- {gain_se:.1f} nats per example "
+      f"(mean +- standard error over the test digits; better on {(gain > 0).mean():.0%} of them)")
+assert gain.mean() > 3 * gain_se
 
 show_rows([("clean", x_test[:12]), ("masked 0.5", x_masked[:12]),
            ("AE", B.to_numpy(ae.reconstruct(x_masked[:12]))),
@@ -377,11 +455,12 @@ show_rows([("clean", x_test[:12]), ("masked 0.5", x_masked[:12]),
 # %% [markdown]
 r"""
 The DAE fills in the missing strokes; the AE, which never saw a hole in training and
-learned to copy whatever ink it is given, returns faint and broken digits. The price shows in the last column: the DAE only ever saw inputs
-with half the ink, so on clean digits it does worse than the AE, which is exactly the task
-the AE was trained for. With the full 60,000 digits and 784-400-32 the gap on masked digits
-is larger (75.8 against 163.5 nats: `python demos/dae.py --data mnist.npz --epochs 10`, in
-the [README](../../README.md)).
+learned to copy whatever ink it is given, returns faint, blurred digits. The price shows in
+the "from clean digits" column: the DAE only ever saw inputs with about half the ink, so on
+clean digits it does worse than the AE (worse even than on masked ones), while clean digits
+are exactly the task the AE was trained for. With the full 60,000 digits and 784-400-32 the
+gap on masked digits is larger (75.8 against 163.5 nats:
+`python demos/dae.py --data mnist.npz --epochs 10`, in the [README](../../README.md)).
 
 **Every backward of the AE and DAE, in one place:** $dl = (\sigma(l) - x)/N$ (the BCE on
 logits, against the clean $x$), then for each `Linear` $dW \mathrel{+}= x_{in}^\top dy$,

@@ -16,14 +16,17 @@ backward:
 6. a VAE with a **2-D code** trained briefly on the bundled MNIST subset: samples, the 2-D
    manifold, the codes; and the **IWAE$_k$** bound growing with $k$.
 
-Conventions: $\sigma^2 = \exp(\text{logvar})$ everywhere, so $\sigma = \exp(\tfrac12\text{logvar})$;
-losses in nats per example (summed over pixels and latent units, averaged over the batch).
+Conventions: $\sigma^2 = \exp(\text{logvar})$ everywhere, so $\sigma = \exp(\tfrac12\text{logvar})$
+(and $\sigma$ is never the sigmoid, written $\operatorname{sigmoid}$ here); losses in nats per
+example (summed over pixels and latent units, averaged over the batch).
 
 **How to run it.** Locally, from a clone of the repository: `pip install -e ".[dev]"`,
-then open `docs/notebooks/` in VS Code (the dev extra has the kernel) or Jupyter (`pip install jupyterlab`, `jupyter lab`) and run all cells (about
-15 s on a laptop CPU). On Colab: open the notebook, run the first code cell (it installs
-scratchae when it is not importable; set `SOURCE` there to your clone's git URL), then run
-all. Every random number comes from a seeded `scratchae.backend.Generator`.
+then open `docs/notebooks/` in VS Code (the dev extra has the kernel) or Jupyter
+(`pip install jupyterlab`, `jupyter lab`) and run all cells (about 10 s on a laptop CPU: one
+small VAE trains for ten epochs on the 5,000-digit MNIST subset shipped with the package).
+On Colab: open the notebook, run the first code cell (it installs scratchae when it is not
+importable; set `SOURCE` there to your clone's git URL), then run all. Every random number
+comes from a seeded `scratchae.backend.Generator`.
 
 Background: [`docs/vae.md`](../vae.md) (these derivations as text).
 """
@@ -46,7 +49,7 @@ from scratchae.models import VAE
 from scratchae.stochastic import GaussianSample, gaussian_kl, gaussian_kl_per_example
 from scratchae.train import fit
 
-threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
+blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
 
 def tile(images, cols):
     """(n, 784) images as one (rows*28, cols*28) canvas."""
@@ -97,7 +100,8 @@ L = \frac1N\sum_{n}\Bigl[-\log p(x_n\mid z_n) + \beta\,\mathrm{KL}\bigl(q(z\mid 
 \qquad z_n = \mu_n + \sigma_n\odot\varepsilon_n,\ \varepsilon_n\sim\mathcal N(0, I),
 $$
 
-a one-sample estimate of $-\mathrm{ELBO}$ for $\beta = 1$, in nats per example
+for $\beta = 1$ an unbiased one-sample estimate of the batch's mean $-\mathrm{ELBO}$ (only the
+reconstruction term is sampled; the KL is exact, see below), in nats per example
 (`terms["recon"]`, `terms["kl"]`, `terms["loss"]`).
 
 ## The KL term is analytic, because both distributions are Gaussian
@@ -122,7 +126,9 @@ $$
 $$
 
 Below: the analytic value against a Monte Carlo estimate
-$\frac1S\sum_s[\log q(z_s) - \log p(z_s)]$ with $z_s\sim q$, and the two gradients checked.
+$\frac1S\sum_s[\log q(z_s) - \log p(z_s)]$ with $z_s\sim q$, which is unbiased, so the two
+should agree within about 3 standard errors ($\hat s/\sqrt S$, with $\hat s$ the sample
+standard deviation of the $S$ terms); then the two gradients checked.
 """
 
 # %%
@@ -134,19 +140,22 @@ S = 100_000
 eps = B.Generator(0).normal((S, 3), "float64")
 z = mu + np.exp(0.5 * logvar) * eps                  # z_s ~ q, (S, 3)
 log_q = losses.gaussian_log_density(z, mu, logvar)                  # (S,): summed over the 3 units
-log_p = losses.gaussian_log_density(z, 0.0 * z, 0.0 * z)            # N(0, I)
+log_p = losses.gaussian_log_density(z, 0.0, 0.0)                    # N(0, I): mean 0, logvar 0
 terms = log_q - log_p
-running = np.cumsum(terms) / np.arange(1, S + 1)
-se = terms.std(ddof=1) / np.sqrt(S)
-print(f"analytic KL = {kl_exact:.4f} nats;  Monte Carlo with {S} samples = {running[-1]:.4f} +- {se:.4f}")
-assert abs(running[-1] - kl_exact) < 4 * se
+n = np.arange(1, S + 1)
+running = np.cumsum(terms) / n                                      # the estimate from the first n samples
+sd = terms.std(ddof=1)
+se = sd / np.sqrt(S)
+print(f"analytic KL = {kl_exact:.4f} nats;  Monte Carlo with {S} samples = {running[-1]:.4f} +- {se:.4f} "
+      f"(standard error): {abs(running[-1] - kl_exact) / se:.1f} standard errors apart")
+assert abs(running[-1] - kl_exact) < 3 * se
 
 fig, ax = plt.subplots(figsize=(6.5, 3))
-n = np.arange(1, S + 1)
 ax.semilogx(n, running, label="Monte Carlo mean of log q(z) - log p(z)")
-ax.fill_between(n[9:], (kl_exact - 2 * terms.std() / np.sqrt(n))[9:], (kl_exact + 2 * terms.std() / np.sqrt(n))[9:],
-                alpha=0.2, label="analytic +- 2 standard errors")
+ax.fill_between(n[9:], (kl_exact - 2 * sd / np.sqrt(n))[9:], (kl_exact + 2 * sd / np.sqrt(n))[9:],
+                alpha=0.2, label="analytic +- 2 standard errors of an S-sample mean")
 ax.axhline(kl_exact, color="k", lw=1, label=f"analytic {kl_exact:.3f}")
+ax.set_title("KL(q || N(0, I)) for one q with d = 3: analytic against Monte Carlo", fontsize=9)
 ax.set_xlabel("samples S")
 ax.set_ylabel("KL (nats)")
 ax.set_ylim(kl_exact - 1.5, kl_exact + 1.5)
@@ -181,11 +190,14 @@ $\phi$. For $f(z) = \log p(x\mid z)$ two unbiased estimators exist:
   exactly `GaussianSample`'s backward: $d\mu = dz$ for $dz = f'(z)/S$.
 
 The score-function estimate multiplies the value of $f$ by a zero-mean score, so any offset
-in $f$ becomes noise: for $f(z) = az + c$ its variance is $(a\mu + c)^2 + 2a^2$ per sample
-while the reparameterised one is exactly $a$. A VAE's $\log p(x\mid z)$ is of order $-100$
-nats. Below: $\partial_\mu\mathbb E_q[f]$ for $q = \mathcal N(0.5, 1)$ and
-$f(z) = \log\sigma(z)$ (the log-likelihood of one "ink" pixel with logit $z$), and the same
-$f$ shifted by $-100$ nats, each estimate repeated 2,000 times.
+in $f$ becomes noise: for $q = \mathcal N(\mu, 1)$ and $f(z) = az + c$, the one-sample
+score-function estimate $(a\mu + c + a\varepsilon)\,\varepsilon$ has mean $a$ and variance
+$(a\mu + c)^2 + 2a^2$, while the reparameterised one, $f'(z) = a$, is exact: variance 0. A
+VAE's $\log p(x\mid z)$ is of order $-100$ nats. Below: $\partial_\mu\mathbb E_q[f]$ for
+$q = \mathcal N(0.5, 1)$ and $f(z) = \log\operatorname{sigmoid}(z)$ (the log-likelihood of
+one "ink" pixel with logit $z$; $f'(z) = \operatorname{sigmoid}(-z)$), and the same $f$
+shifted by $-100$ nats; each estimator averages $S$ samples, and each estimate is repeated
+2,000 times. The exact value comes from Gauss-Hermite quadrature.
 """
 
 # %%
@@ -193,7 +205,7 @@ m0, s0, R = 0.5, 1.0, 2000
 nodes, weights = np.polynomial.hermite_e.hermegauss(100)            # Gauss-Hermite, weight exp(-x^2/2)
 exact = float(np.sum(weights * sigmoid(-(m0 + s0 * nodes)))) / math.sqrt(2 * math.pi)   # E[f'(z)]
 rng = B.Generator(2)
-results = {}
+results, worst = {}, 0.0
 for shift in (0.0, -100.0):
     rows = []
     for S in (1, 4, 16, 64, 256):
@@ -211,8 +223,11 @@ for shift in (0.0, -100.0):
     print(f"f(z) = log sigmoid(z) {shift:+g}: exact d/dmu E f = {exact:.4f}")
     for S, rm, rv, sm, sv in rows:
         print(f"  S = {S:4d}: reparam {rm:+.4f} (var {rv:.2e})   score function {sm:+.4f} (var {sv:.2e})   ratio {sv / rv:9.0f}")
-        assert abs(rm - exact) < 5 * math.sqrt(rv / R) and abs(sm - exact) < 5 * math.sqrt(sv / R)   # both unbiased
+        for mean, var in ((rm, rv), (sm, sv)):                      # unbiased: within 3 standard errors
+            worst = max(worst, abs(mean - exact) / math.sqrt(var / R))
         assert sv > rv
+print(f"largest distance of a mean of {R} estimates from the exact value: {worst:.1f} standard errors")
+assert worst < 3
 
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 for shift, style in ((0.0, "-"), (-100.0, "--")):
@@ -229,9 +244,11 @@ plt.show()
 
 # %% [markdown]
 r"""
-Both estimators are unbiased (every mean is within a few standard errors of the exact
-value); the score function's variance is far larger, and a constant offset of $-100$ nats,
-which changes nothing about the gradient, multiplies it by about $10^4$. The
+Both estimators are unbiased (every mean of 2,000 estimates is within 3 standard errors of
+the exact value); the score function's variance is 25 times larger already, and a constant
+offset of $-100$ nats, which changes nothing about the gradient, multiplies it by about
+$10^4 \approx 100^2$, as the linear example predicts. Both variances fall as $1/S$, so the
+ratio does not depend on $S$: more samples do not close the gap. The
 reparameterised estimate does not see the offset at all. (It is not lower-variance for every
 possible $f$, and it needs $f$ differentiable and $z$ continuous; `demos/reparam_vs_score_function.py`
 runs the same comparison with more options.)
@@ -277,13 +294,13 @@ $e^{\text{logvar}}$). A test of the forward's *meaning* catches it: the sample v
 class SigmaForVarianceBackward(GaussianSample):
     """Right forward; backward uses exp(logvar) as the std."""
 
-    def backward(self, dz):
-        eps, logvar = self.pop_cache()
-        return dz, dz * eps * 0.5 * np.exp(logvar)                  # BUG: exp(0.5 * logvar)
-
     def forward(self, mu, logvar, eps=None):
         self.save_cache(eps, logvar)
         return mu + np.exp(0.5 * logvar) * eps
+
+    def backward(self, dz):
+        eps, logvar = self.pop_cache()
+        return dz, dz * eps * 0.5 * np.exp(logvar)                  # BUG: exp(0.5 * logvar)
 
 
 class SigmaForVarianceEverywhere(GaussianSample):
@@ -308,21 +325,26 @@ assert at_zero.passed and generic.verdict == FAILED
 
 consistent = check_layer(SigmaForVarianceEverywhere(), mu_b, logvar_b, forward_kwargs={"eps": eps_b})
 print("forward and backward both wrong:", consistent.verdict, "(the gradient check cannot see it)")
-lv = np.full((200_000, 1), 0.7)
+assert consistent.passed
+
+lv = np.full((200_000, 1), 0.7)                                     # 200,000 draws, logvar = 0.7
+var_se = math.exp(0.7) * math.sqrt(2 / len(lv))                     # std error of a sample variance (Gaussian)
+print(f"the variance the KL assumes: exp(logvar) = {math.exp(0.7):.3f} (a sample variance has standard error {var_se:.3f})")
 for name, sampler in (("GaussianSample", GaussianSample()), ("exp(logvar) as std", SigmaForVarianceEverywhere())):
     zs = sampler(np.zeros_like(lv), lv, eps=B.Generator(4).normal(lv.shape, "float64"))
     sampler.clear_cache()
-    print(f"  {name:20s} sample variance {zs.var():.3f}, exp(logvar) = {math.exp(0.7):.3f}")
-assert consistent.passed
+    print(f"  {name:20s} sample variance {zs.var():.3f}: {abs(zs.var() - math.exp(0.7)) / var_se:5.1f} standard errors away")
+    assert (abs(zs.var() - math.exp(0.7)) < 3 * var_se) == (name == "GaussianSample")
 
 # %% [markdown]
 r"""
 ## The whole VAE backward
 
-$L = R(z) + \beta K(\mu, \text{logvar})$ with $z = z(\mu, \text{logvar}, \varepsilon)$.
+$L = R(z) + \beta K(\mu, \text{logvar})$, with $R = -\frac1N\sum_n\log p(x_n\mid z_n)$ the
+reconstruction term, $K$ the analytic KL and $z = z(\mu, \text{logvar}, \varepsilon)$.
 $\mu$ and logvar reach $L$ along two paths each (through the sampler into the decoder, and
-through the KL), and the chain rule adds them. `dout` $= (\sigma(l) - x)/N$ and the KL
-gradients already carry the $1/N$:
+through the KL), and the chain rule adds them. `dout` (for the Bernoulli likelihood
+$(\operatorname{sigmoid}(l) - x)/N$) and the KL gradients already carry the $1/N$:
 
 $$
 \begin{aligned}
@@ -377,6 +399,7 @@ ep = [h["epoch"] for h in hist]
 for key in ("recon", "kl"):
     axes[0].plot(ep, [h[f"test_{key}"] for h in hist], "o-", label=f"test {key}")
 axes[0].set_yscale("log")
+axes[0].set_title("the two terms of the test -ELBO", fontsize=9)
 axes[0].set_xlabel("epoch")
 axes[0].set_ylabel("nats per example")
 axes[0].legend(fontsize=8)
@@ -389,8 +412,10 @@ axes[2].imshow(tile(B.to_numpy(vae.decode(zz)), 12), cmap="gray")
 axes[2].set_title("the 2-D manifold: decode z on [-2, 2]^2", fontsize=9)
 mu_test = evaluation.codes(vae, x_test)                             # the posterior means
 sc = axes[3].scatter(mu_test[:, 0], mu_test[:, 1], c=ds.y_test, cmap="tab10", s=6)
-axes[3].set_title("posterior means of the test digits", fontsize=9)
-fig.colorbar(sc, ax=axes[3], ticks=range(10))
+axes[3].set_title("posterior means of the 1000 test digits", fontsize=9)
+axes[3].set_xlabel("mu_1")
+axes[3].set_ylabel("mu_2")
+fig.colorbar(sc, ax=axes[3], ticks=range(10), label="digit")
 for ax in axes[1:3]:
     ax.set_axis_off()
 fig.tight_layout()
@@ -407,35 +432,54 @@ $$
 \qquad \mathcal L_1 = \mathrm{ELBO},\qquad \mathcal L_k \le \mathcal L_{k+1}
 $$
 
-(Burda et al. 2016; Jensen's inequality, since $\mathbb E[\frac1k\sum_i w_i] = p(x)$). The
-weights are of order $e^{-165}$ here, far below float32's smallest normal number (about
+(Burda et al. 2016). The first inequality is Jensen's (log is concave and
+$\mathbb E[\frac1k\sum_i w_i] = p(x)$). The second is Jensen's too: the mean of $k+1$
+weights is the average, over the $k+1$ ways to leave one out, of the mean of the other $k$,
+so its log is at least the average of their logs, each of which has expectation
+$\mathcal L_k$. Both hold **in expectation**; one draw of $\log\frac1k\sum_i w_i$ can
+fall as $k$ grows, or land above $\log p(x)$.
+
+The weights are of order $e^{-165}$ here, far below float32's smallest normal number (about
 $e^{-87}$), so `evaluation.iwae_bound(model, x, k, rng)` works in log space:
-$\operatorname{logsumexp}_i(\log w_i) - \log k$, per example. Averaged over 200 test
-digits and two seeds:
+$\operatorname{logsumexp}_i(\log w_i) - \log k$, per example. Below: its mean over 200 test
+digits and two seeds. Each seed gives every $k$ the same noise stream, so $\mathrm{IWAE}_k$'s
+samples are the first $k$ of $\mathrm{IWAE}_{256}$'s, and each step up in $k$ is measured
+on the same digits and samples: its standard error is over the 400 paired differences,
+much smaller than the spread of the bound from digit to digit. (The samples go through the
+decoder in chunks of at most `max_rows=4096` rows, combined by a running log-sum-exp, so
+memory stays bounded for any $k$.)
+`evaluation.elbo`, averaged over 20 seeds, is another estimate of $\mathcal L_1$: it
+samples $\log p(x\mid z)$ but takes the KL analytic.
 """
 
 # %%
 ks = (1, 4, 16, 64, 256)
-bounds = {k: np.mean([np.mean(B.to_numpy(evaluation.iwae_bound(vae, x_test[:200], k, B.Generator(s))))
-                      for s in (1, 2)]) for k in ks}
-elbo = np.mean([np.mean(B.to_numpy(evaluation.elbo(vae, x_test[:200], B.Generator(s)))) for s in range(20)])
-for k in ks:
-    print(f"IWAE_{k:<4d} {bounds[k]:8.2f} nats per example")
-print(f"ELBO (20 single-sample estimates) {elbo:8.2f}")
-assert bounds[1] < bounds[16] < bounds[256]
+x200 = x_test[:200]
+iwae = {k: np.concatenate([B.to_numpy(evaluation.iwae_bound(vae, x200, k, B.Generator(seed)))
+                           for seed in (1, 2)]) for k in ks}                     # (400,): 200 digits x 2 seeds
+elbo = np.mean([B.to_numpy(evaluation.elbo(vae, x200, B.Generator(seed))) for seed in range(20)])
+print(f"IWAE_1    {iwae[1].mean():8.2f} nats per example   (ELBO with the analytic KL, 20 seeds: {elbo:.2f})")
+for k_prev, k in zip(ks, ks[1:]):
+    step = iwae[k] - iwae[k_prev]                                                 # paired, (400,)
+    step_se = step.std(ddof=1) / np.sqrt(len(step))
+    print(f"IWAE_{k:<4d} {iwae[k].mean():8.2f} nats per example   IWAE_{k} - IWAE_{k_prev} = "
+          f"{step.mean():+.3f} +- {step_se:.3f}  ({step.mean() / step_se:.1f} standard errors)")
+    assert step.mean() > 2 * step_se                                            # and positive beyond noise
 
 fig, ax = plt.subplots(figsize=(5.5, 3))
-ax.semilogx(ks, [bounds[k] for k in ks], "o-", label="IWAE_k (mean over 200 test digits)")
-ax.axhline(elbo, color="k", lw=1, ls=":", label="ELBO")
-ax.set_xlabel("k")
+ax.semilogx(ks, [iwae[k].mean() for k in ks], "o-", label="IWAE_k")
+ax.axhline(elbo, color="k", lw=1, ls=":", label="ELBO, analytic KL (20 seeds)")
+ax.set_title("IWAE_k of the 2-D VAE: mean over 200 test digits, 2 seeds", fontsize=9)
+ax.set_xlabel("k (importance samples)")
 ax.set_ylabel("nats per example")
+ax.margins(y=0.15)
 ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
 r"""
-**Every backward of the VAE, in one place:** $dout = (\sigma(l) - x)/N$; the decoder's
-Linear/ReLU rules give $dz$; the sampler gives $d\mu = dz$,
+**Every backward of the VAE, in one place:** $dout = (\operatorname{sigmoid}(l) - x)/N$
+(Bernoulli); the decoder's Linear/ReLU rules give $dz$; the sampler gives $d\mu = dz$,
 $d\,\text{logvar} = dz\odot\varepsilon\odot\frac12\sigma$; the KL adds $\beta\mu/N$ and
 $\beta\frac12(e^{\text{logvar}}-1)/N$; the encoder's rules take $[d\mu\mid d\,\text{logvar}]$
 down to its first Linear, which returns no $dx$. The IWAE and ELBO estimates are evaluation
