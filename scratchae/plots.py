@@ -28,14 +28,16 @@ _SERIES = {("train", ""): ("C0", "-o"), ("train", "corrupted"): ("C3", "-.v"),
            ("test", ""): ("C1", "--s"), ("test", "corrupted"): ("C2", ":^")}
 
 
-def _plt():
+def _subplots(*args, figsize=None, layout=None, **kwargs):
+    """``(figure, axes)`` like ``plt.subplots``, but a bare ``matplotlib.figure.Figure``:
+    no pyplot, so no backend is chosen or switched (a notebook's inline figures keep
+    working) and nothing is left open in pyplot's figure manager."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError("figures need matplotlib: pip install 'scratchae[plots]'") from err
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -50,11 +52,8 @@ def _quiet():
 
 def _save(fig, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with _quiet():
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-    finally:
-        _plt().close(fig)
+    with _quiet():
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -91,10 +90,9 @@ def _tile(images, cols, side=28):
 def _grid(images, path, cols, title, what):
     images = _images(images, what)
     cols = min(_positive(cols, "cols", what), len(images))
-    plt = _plt()
     canvas = _tile(images, cols)
     with _quiet():
-        fig, ax = plt.subplots(figsize=(max(cols * 0.6, 1.0),
+        fig, ax = _subplots(figsize=(max(cols * 0.6, 1.0),
                                         canvas.shape[0] / canvas.shape[1] * max(cols * 0.6, 1.0) + 0.3))
         ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
@@ -120,9 +118,8 @@ def reconstructions(x, recon, path, corrupted=None, n=10, title="reconstructions
     for name, imgs in rows:
         if len(imgs) != n:
             raise ValueError(f"{what}: {n} inputs but {len(imgs)} {name} images")
-    plt = _plt()
     with _quiet():
-        fig, axes = plt.subplots(len(rows), 1, figsize=(max(n * 0.6, 1.2), len(rows) * 0.75 + 0.3))
+        fig, axes = _subplots(len(rows), 1, figsize=(max(n * 0.6, 1.2), len(rows) * 0.75 + 0.3))
         for ax, (name, imgs) in zip(axes, rows):
             ax.imshow(_tile(imgs, n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
@@ -154,9 +151,8 @@ def latent_scatter(codes, labels, path, prior_samples=None, title="latent codes"
         ps = np_.asarray(prior_samples, dtype=float)
         if ps.ndim != 2 or ps.shape[0] == 0 or ps.shape[1] != 2:
             raise ValueError(f"{what}: expected prior samples of shape (n, 2) with n >= 1, got {ps.shape}")
-    plt = _plt()
     with _quiet():
-        fig, ax = plt.subplots(figsize=(5.5, 5))
+        fig, ax = _subplots(figsize=(5.5, 5))
         if ps is not None:
             ax.scatter(ps[:, 0], ps[:, 1], s=2, c="0.8", label="prior samples", rasterized=True)
         sc = ax.scatter(codes[:, 0], codes[:, 1], s=2, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5,
@@ -288,10 +284,9 @@ def loss_figure(history, keys=None, title=None, likelihood=None, corruption=None
     lines = [title]
     if dae:
         lines.append(textwrap.fill(_dae_note(corruption, level), width=int(width * 15)))
-    plt = _plt()
     from matplotlib.ticker import MaxNLocator
     with _quiet():
-        fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.0 + 0.15 * len(lines)),
+        fig, axes = _subplots(1, len(panels), figsize=(width, 3.0 + 0.15 * len(lines)),
                                  squeeze=False, layout="constrained")
         for ax, (names, data) in zip(axes[0], panels):
             for s in sorted(data, key=list(_SERIES).index):

@@ -65,7 +65,7 @@ def test_evaluate_and_sample(vae_run):
     assert result["iwae"]["nll"] < result["test"]["loss"] + 5.0
     assert "nats per example" in result["units"]["losses"]
     assert 0.0 <= result["linear_probe"]["accuracy"] <= 1.0
-    proc = run(["sample", "run/checkpoint.npz", "--n", "16", "--out", "s.png"], tmp)
+    run(["sample", "run/checkpoint.npz", "--n", "16", "--out", "s.png"], tmp)
     assert (tmp / "s.png").stat().st_size > 500
 
 

@@ -529,7 +529,7 @@ class LinearNoReturn(L.Linear):
         (x,) = self.pop_cache()
         self.grads["W"] += x.T @ dy
         self.grads["b"] += B.namespace(dy).sum(dy, axis=0)
-        dx = dy @ self.params["W"].T                    # BUG: never returned
+        dx = dy @ self.params["W"].T  # noqa: F841  BUG: computed, never returned
 
 
 def test_a_forgotten_return_fails(device):

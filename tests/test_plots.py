@@ -20,16 +20,8 @@ def history(**terms):
 
 @pytest.fixture
 def figure():
-    """Build a loss figure, hand it to the test and close it afterwards."""
-    import matplotlib.pyplot as plt
-    made = []
-
-    def build(*args, **kwargs):
-        made.append(plots.loss_figure(*args, **kwargs))
-        return made[-1]
-    yield build
-    for fig in made:
-        plt.close(fig)
+    """Build a loss figure (a bare matplotlib Figure: nothing to close)."""
+    return plots.loss_figure
 
 
 def titles(fig):
@@ -185,3 +177,24 @@ def test_normal_use_issues_no_warnings(tmp_path):
     assert [str(w.message) for w in caught] == []
     for name in ("s.png", "r.png", "z.png", "l.png"):
         assert (tmp_path / name).stat().st_size > 500
+
+
+def test_figures_leave_the_callers_backend_and_pyplot_alone(tmp_path):
+    """A notebook's inline backend must survive a call into scratchae.plots: the figures are
+    bare matplotlib Figures, drawn and saved without pyplot."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    before = matplotlib.get_backend()
+    plt.close("all")
+    matplotlib.use("svg")                       # any backend but Agg, the one a headless tool would force
+    try:
+        rng = np.random.default_rng(0)
+        plots.image_grid(rng.uniform(size=(6, 784)), str(tmp_path / "grid.png"), cols=3)
+        plots.latent_scatter(rng.normal(size=(20, 2)), np.arange(20) % 10, str(tmp_path / "codes.png"))
+        fig = plots.loss_figure(VAE_H)
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == []
+        assert (tmp_path / "grid.png").stat().st_size > 100 and (tmp_path / "codes.png").stat().st_size > 100
+        assert type(fig).__name__ == "Figure" and fig.axes
+    finally:
+        matplotlib.use(before)
