@@ -46,7 +46,7 @@ from scratchae.data import load_dataset, preprocess
 from scratchae.gradcheck import FAILED, check_function, check_layer, check_objective
 from scratchae.layers import sigmoid, softplus
 from scratchae.models import VAE
-from scratchae.stochastic import GaussianSample, gaussian_kl, gaussian_kl_per_example
+from scratchae.stochastic import GaussianSample, SoftClamp, gaussian_kl, gaussian_kl_per_example
 from scratchae.train import fit
 
 blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices, even on a busy machine
@@ -355,7 +355,12 @@ $$
 \end{aligned}
 $$
 
-From the model's docstring (the `clamp` line only applies with `logvar_bound`):
+With `logvar_bound=b` the encoder's logvar half first goes through
+`SoftClamp(b)`, $\text{logvar} = b\tanh(u/b)$, which keeps it in $(-b, b)$ (a guard
+against $e^{\text{logvar}}$ overflowing early in training). Its backward is tanh's chain
+rule: $\frac{d}{du}\,b\tanh(u/b) = 1 - \tanh^2(u/b)$, so
+$\underbrace{du}_{(N,d)} = d\,\text{logvar}\odot\bigl(1 - (\text{logvar}/b)^2\bigr)$, the
+`clamp` line of the model's docstring:
 """
 
 # %%
@@ -374,7 +379,17 @@ xs = B.Generator(100).uniform((4, 6), 0.05, 0.95, dtype="float64")
 eps_s = B.Generator(7).normal((4, 3), "float64")
 vae_g = VAE((6, 5, 3), activation="tanh", likelihood="gaussian", beta=3.5, rng=B.Generator(4), dtype="float64")
 report = check_objective(vae_g, lambda: vae_g.loss(xs, eps=eps_s), vae_g.backward, title="VAE gaussian beta=3.5")
-print(report)
+print(report, "\n")
+assert report.passed
+
+# the clamp alone, at pre-activations u beyond the bound too, then a VAE with logvar_bound = 2
+docstring_block(SoftClamp, start="``y = bound", stop="Cache:")
+report = check_layer(SoftClamp(2.0), 3.0 * B.Generator(8).normal((4, 3), "float64"))
+print(report.headline())
+assert report.passed
+vae_b = VAE((6, 5, 3), activation="tanh", logvar_bound=2.0, rng=B.Generator(4), dtype="float64")
+report = check_objective(vae_b, lambda: vae_b.loss(xs, eps=eps_s), vae_b.backward, title="VAE logvar_bound=2")
+print(report.headline())
 assert report.passed
 
 # %% [markdown]
@@ -481,7 +496,8 @@ r"""
 **Every backward of the VAE, in one place:** $dout = (\operatorname{sigmoid}(l) - x)/N$
 (Bernoulli); the decoder's Linear/ReLU rules give $dz$; the sampler gives $d\mu = dz$,
 $d\,\text{logvar} = dz\odot\varepsilon\odot\frac12\sigma$; the KL adds $\beta\mu/N$ and
-$\beta\frac12(e^{\text{logvar}}-1)/N$; the encoder's rules take $[d\mu\mid d\,\text{logvar}]$
+$\beta\frac12(e^{\text{logvar}}-1)/N$ (with `logvar_bound`, the clamp then multiplies
+$d\,\text{logvar}$ by $1 - (\text{logvar}/b)^2$); the encoder's rules take $[d\mu\mid d\,\text{logvar}]$
 down to its first Linear, which returns no $dx$. The IWAE and ELBO estimates are evaluation
 only: no backward.
 """
