@@ -92,6 +92,28 @@ def test_every_notebook_is_listed_in_the_readme():
         assert "notebooks/README.md" in page.read_text(), f"{page.relative_to(ROOT)} does not link the notebooks"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_links_resolve(path):
+    """Every relative link in a markdown cell names a file of the repository."""
+    for i, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "markdown":
+            for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", "".join(cell["source"])):
+                if "://" not in target:
+                    assert (HERE / target).exists(), f"{path.name} cell {i}: broken link {target}"
+
+
+def test_install_cell_outside_a_clone_says_what_to_set(tmp_path):
+    """Where scratchae is not importable and no clone is around (a bare Colab kernel), the
+    install cell stops with one line naming SOURCE, before any pip call."""
+    import subprocess
+    cell = "".join(_cells(NOTEBOOKS[0])[1]["source"])
+    # -S: no site-packages, so the editable install of scratchae is not importable
+    proc = subprocess.run([sys.executable, "-S", "-c", cell], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "RuntimeError: scratchae is not installed: set SOURCE" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_notebooks_match_their_sources():
     pytest.importorskip("nbformat")
     spec = importlib.util.spec_from_file_location("notebook_build", HERE / "build.py")
