@@ -139,7 +139,8 @@ def logsumexp(a, axis=-1, keepdims=False):
     xp = B.namespace(a)
     m = xp.max(a, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)
-    out = xp.log(xp.sum(xp.exp(a - m), axis=axis, keepdims=True)) + m
+    total = xp.sum(xp.exp(a - m), axis=axis, keepdims=True)        # 0 only for an all -inf row
+    out = xp.where(total > 0, xp.log(xp.where(total > 0, total, 1.0)), -math.inf) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
