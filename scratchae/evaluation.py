@@ -80,7 +80,8 @@ def iwae_bound(model, x, k, rng, max_rows=4096):
     ``logsumexp(log w) - log k``. Its *expectation* bounds log p(x) from below; k = 1 is the
     ELBO, and the bound grows with k towards log p(x) (Burda et al. 2016). A single draw can
     land above log p(x). Samples are processed in chunks of at most ``max_rows`` decoder rows
-    and combined with a running log-sum-exp, so memory stays bounded for any k.
+    (at least one sample per chunk: N rows when N > max_rows) and combined with a running
+    log-sum-exp, so memory stays bounded for any k.
 
     References
     ----------

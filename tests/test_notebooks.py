@@ -134,9 +134,8 @@ def _this_interpreters_kernel():
     return KernelManager(kernel_name="python3", kernel_spec_manager=specs)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
+def _execute(nb, name, monkeypatch):
+    """Run nb in a fresh kernel of this interpreter; fail the test with the cell that raised."""
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
@@ -144,16 +143,51 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch):
 
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")   # no debugger warning on stderr
-    nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, km=_this_interpreters_kernel(), timeout=CELL_TIMEOUT,
                                      startup_timeout=60, resources={"metadata": {"path": str(HERE)}})
-    start = time.perf_counter()
     try:
         client.execute()
     except CellExecutionError as err:
-        pytest.fail(f"{path.name}: a cell raised\n{err}", pytrace=False)
+        pytest.fail(f"{name}: a cell raised\n{err}", pytrace=False)
+
+
+def _printed(nb) -> str:
+    return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                   for out in cell.outputs if out.get("output_type") == "stream")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    _execute(nb, path.name, monkeypatch)
     seconds = time.perf_counter() - start
     images = sum("image/png" in out.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
                  for out in cell.outputs)
     assert images >= 1, f"{path.name} ran but showed no figure"
     print(f"{path.name}: {seconds:.1f} s, {images} figure(s)")
+
+
+def test_exercises_report_a_wrong_backward_and_still_run_to_the_end(monkeypatch):
+    """A student's Swish backward that crashes (a parameter gradient not summed over the batch:
+    a += of the wrong shape) and a LayerNorm backward that is simply wrong: both graded, neither
+    stops the notebook, and the summary names each verdict."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(HERE / "02_write_your_own_layer.ipynb", as_version=4)
+    answers = {
+        'raise NotImplementedError("Swish.backward is still blank")':
+            'self.grads["beta"] += dy * x * x * s * (1 - s); return dy * s   # beta not summed over N',
+        'raise NotImplementedError("LayerNorm.backward is still blank")':
+            'return dy * self.params["gamma"] * r                            # the two mean terms missing',
+    }
+    for blank, answer in answers.items():
+        cells = [c for c in nb.cells if c.cell_type == "code" and blank in c.source]
+        assert len(cells) == 1, f"the exercise notebook has no single cell with {blank!r}"
+        cells[0].source = cells[0].source.replace(blank, answer)
+    _execute(nb, "02_write_your_own_layer.ipynb with wrong answers", monkeypatch)
+    printed = _printed(nb)
+    assert "Swish: your backward raised ValueError" in printed, printed[-2000:]
+    assert "LayerNorm: FAILED" in printed, printed[-2000:]
+    summary = [line.split() for line in printed.splitlines() if line.startswith(("Swish ", "LayerNorm "))]
+    assert ["Swish", "error"] in summary and ["LayerNorm", "FAILED"] in summary, summary

@@ -17,9 +17,10 @@ finite differences in the cell right after it:
 
 Each exercise cell has a `forward` that works and a `backward` that raises
 `NotImplementedError`. Replace the `raise` with your code, run the cell, then run the
-grading cell below it: it prints the checker's table and `passed`, or what is wrong. While a
-backward is still blank, its grading cell prints "not done yet" instead of failing, so the
-notebook always runs top to bottom. Worked solutions, with the derivations, are in
+grading cell below it: it prints the checker's table and `passed`, or what is wrong (a
+backward that raises, on a `+=` of the wrong shape say, is reported too). While a backward is
+still blank, its grading cell prints "not done yet" instead of failing, so the notebook
+always runs top to bottom. Worked solutions, with the derivations, are in
 [`02_write_your_own_layer_solutions.ipynb`](02_write_your_own_layer_solutions.ipynb).
 
 **How to run it.** Locally, from a clone of the repository: `pip install -e ".[dev]"`,
@@ -74,7 +75,7 @@ from scratchae.layers import sigmoid
 
 blas_limits = threadpool_limits(1)   # one BLAS thread: fastest for these small matrices
 
-RESULTS = {}   # exercise name -> "passed", "FAILED", "inconclusive" or "not done yet"
+RESULTS = {}   # exercise name -> "passed", "FAILED", "inconclusive", "error" or "not done yet"
 
 
 def grade(name, make_layer, *inputs, **check_kwargs):
@@ -84,6 +85,12 @@ def grade(name, make_layer, *inputs, **check_kwargs):
     except NotImplementedError as err:
         RESULTS[name] = "not done yet"
         print(f"{name}: not done yet ({err}). Write its backward above, run that cell, then this one.")
+        return None
+    except Exception as err:                   # the backward crashed: e.g. a += of the wrong shape
+        RESULTS[name] = "error"
+        print(f"{name}: your backward raised {type(err).__name__}: {err}\n"
+              "  A shape error in a += usually means a parameter's gradient was not summed over the\n"
+              "  batch axis (it must have exactly the parameter's shape), or a matmul's operands are swapped.")
         return None
     display(report)
     RESULTS[name] = report.verdict
@@ -192,7 +199,7 @@ for slope in (0.5, 1.0, 3.0):
     try:
         analytic = layer.backward(np.ones_like(y))
         axes[1].plot(grid, analytic, "--", color=line.get_color(), label=f"your backward, beta = {slope:g}")
-    except NotImplementedError:
+    except Exception:                               # blank (NotImplementedError) or crashing: no dashed line
         layer.clear_cache()
 axes[0].set_title("Swish forward: y = x sigmoid(beta x)", fontsize=9)
 axes[1].set_title("dy/dx: finite difference (thick) and your backward (dashed)", fontsize=9)

@@ -374,7 +374,7 @@ report = check_objective(vae_small, lambda: vae_small.loss(x4, eps=eps4), vae_sm
 print(report, "\n")
 assert report.passed
 
-# and a tiny one with a Gaussian likelihood and beta = 3.5 (as tests/test_models.py)
+# and a tiny one with a Gaussian likelihood and beta = 3.5 (tests/test_models.py checks each separately)
 xs = B.Generator(100).uniform((4, 6), 0.05, 0.95, dtype="float64")
 eps_s = B.Generator(7).normal((4, 3), "float64")
 vae_g = VAE((6, 5, 3), activation="tanh", likelihood="gaussian", beta=3.5, rng=B.Generator(4), dtype="float64")
@@ -460,9 +460,9 @@ $\operatorname{logsumexp}_i(\log w_i) - \log k$, per example. Below: its mean ov
 digits and two seeds. Each seed gives every $k$ the same noise stream, so $\mathrm{IWAE}_k$'s
 samples are the first $k$ of $\mathrm{IWAE}_{256}$'s, and each step up in $k$ is measured
 on the same digits and samples: its standard error is over the 400 paired differences,
-much smaller than the spread of the bound from digit to digit. (The samples go through the
-decoder in chunks of at most `max_rows=4096` rows, combined by a running log-sum-exp, so
-memory stays bounded for any $k$.)
+much smaller than the spread of the bound from digit to digit. (The decoder sees the samples
+in chunks of at most `max_rows=4096` rows, never less than one sample of all $N$ rows,
+combined by a running log-sum-exp: memory stays bounded for any $k$.)
 `evaluation.elbo`, averaged over 20 seeds, is another estimate of $\mathcal L_1$: it
 samples $\log p(x\mid z)$ but takes the KL analytic.
 """

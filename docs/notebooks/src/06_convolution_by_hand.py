@@ -355,7 +355,8 @@ Our $x$ above is `(2, 3, 9, 8)`; with $k = 3$, $s = 2$, $p = 1$ the convolution 
 $(4-1)2 - 2 + 2 + 1 = 7$ columns: widths 7 and 8 both give 4 outputs
 ($\lfloor(7 + 2 - 3)/2\rfloor = \lfloor(8 + 2 - 3)/2\rfloor = 3$; for width 8 the floor drops the
 right padding column), so `output_padding=(0, 1)` is what asks for width 8. With it, the
-layer's forward is our scatter-add exactly, and `check_layer` passes on its backward:
+layer's forward is our scatter-add exactly. Then `check_layer` on a `ConvTranspose2d` of the
+decoders' configuration (2 -> 3 channels, $k = 4$, $s = 2$, $p = 1$):
 """
 
 # %%
