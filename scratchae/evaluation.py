@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 from . import backend as B
 from . import losses
@@ -175,9 +176,12 @@ def mmd2(a, b, bandwidth=None):
 
         MMD^2 = mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j)
     """
-    if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float))
+    if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real)
                                   or not math.isfinite(bandwidth) or bandwidth <= 0):
         raise ValueError(f"mmd2: bandwidth must be a positive finite number or None, got {bandwidth!r}")
+    if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[1] != b.shape[1] or a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"mmd2: expected two samples (n, d) and (m, d) with n, m >= 2, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
     xp = B.namespace(a, b)
     z = xp.astype(xp.concat([a, b], axis=0), xp.float64)
     big_n, n, m = z.shape[0], a.shape[0], b.shape[0]

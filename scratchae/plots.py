@@ -93,7 +93,7 @@ def _grid(images, path, cols, title, what):
     canvas = _tile(images, cols)
     with _quiet():
         fig, ax = _subplots(figsize=(max(cols * 0.6, 1.0),
-                                        canvas.shape[0] / canvas.shape[1] * max(cols * 0.6, 1.0) + 0.3))
+                                     canvas.shape[0] / canvas.shape[1] * max(cols * 0.6, 1.0) + 0.3))
         ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
         if title:
@@ -287,7 +287,7 @@ def loss_figure(history, keys=None, title=None, likelihood=None, corruption=None
     from matplotlib.ticker import MaxNLocator
     with _quiet():
         fig, axes = _subplots(1, len(panels), figsize=(width, 3.0 + 0.15 * len(lines)),
-                                 squeeze=False, layout="constrained")
+                              squeeze=False, layout="constrained")
         for ax, (names, data) in zip(axes[0], panels):
             for s in sorted(data, key=list(_SERIES).index):
                 color, style = _SERIES[s]

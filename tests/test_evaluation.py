@@ -50,3 +50,14 @@ def test_mmd2_refuses_a_bad_bandwidth(bad):
     a = np.zeros((3, 2))
     with pytest.raises(ValueError, match="mmd2: bandwidth"):
         evaluation.mmd2(a, a, bandwidth=bad)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((1, 2), (5, 2)), ((5, 2), (1, 2)), ((5, 2), (5, 3)), ((10,), (10,))])
+def test_mmd2_refuses_samples_it_cannot_use(a_shape, b_shape):
+    with pytest.raises(ValueError, match=r"mmd2: expected two samples \(n, d\) and \(m, d\)"):
+        evaluation.mmd2(np.zeros(a_shape), np.ones(b_shape))
+
+
+def test_mmd2_takes_a_numpy_scalar_bandwidth():
+    a, b = np.random.default_rng(1).normal(size=(2, 6, 2))
+    assert evaluation.mmd2(a, b, bandwidth=np.float32(0.5)) == pytest.approx(mmd2_by_loops(a, b, 0.5), rel=1e-6)
